@@ -1,0 +1,37 @@
+# The README's two commands. Each sets everything up on a fresh Debian machine (as root)
+# and is quick when everything is already there.
+#   make demo   the main job
+#   make test   the whole test suite, against the compiled core and the pure-Python twin
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-pure test-compiled bench clean
+
+setup: $(STAMPS)/venv
+
+$(STAMPS)/system: scripts/install-system-packages.sh
+	bash scripts/install-system-packages.sh
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/venv: $(STAMPS)/system pyproject.toml setup.py labmig/_fastcopy.pyx
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,lab,ui]'
+	$(PY) -c "import labmig._fastcopy"  # the compiled core must import
+	@mkdir -p $(STAMPS) && touch $@
+
+demo: setup
+	$(PY) -m labmig.demo
+
+test: setup
+	LABMIG_PUREPYTHON=1 $(PY) -m pytest -q -m "not lab and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf build $(STAMPS) labmig/*.so labmig/_fastcopy.c *.egg-info

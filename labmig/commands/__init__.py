@@ -1,0 +1,1 @@
+"""Subcommands of the ``labmig`` command line, one module each (see :mod:`labmig.cli`)."""
