@@ -9,6 +9,8 @@ PACKAGES=(
     gcc make pkg-config python3-dev python3-venv libxxhash-dev
     rsync coreutils
 )
+# JupyterLab browser tests: Debian's Chromium, driven by Playwright (no browser download).
+PACKAGES+=(chromium fonts-dejavu-core)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
