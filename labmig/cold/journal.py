@@ -1,0 +1,215 @@
+"""An on-disk journal of one cold migration, so a crash at any point can be recovered.
+
+    Step          the names of the steps, in the order the flow writes them
+    Journal       one JSON-lines file per VM: ``append`` is durable (flush + fsync)
+                  before the step's action runs; ``state()`` reads it back
+    JournalState  what the records say: the plan, the last step, what was copied
+    default_state_dir()  where journals live ($LABMIG_STATE_DIR, else ~/.local/state/labmig)
+
+A record is written *before* the action it names has any effect that recovery
+must undo, so the last record bounds how far the flow got. A crash while a line
+is written leaves a torn last line; it is ignored (that step never started).
+A finished journal (confirmed, reverted or rolled back) is moved to ``history/``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput, LabmigError
+
+log = logging.getLogger(__name__)
+
+
+class Step:
+    BEGIN = "begin"                            # plan written: XMLs, disks, hosts
+    SHUTDOWN_REQUESTED = "shutdown-requested"  # guest asked to power off
+    SOURCE_STOPPED = "source-stopped"          # the source domain is shut off
+    DISK_COPYING = "disk-copying"              # one disk's copy starts (destination marked incomplete)
+    DISK_COPIED = "disk-copied"                # one disk copied and verified
+    DEST_DEFINED = "dest-defined"              # about to define on the destination
+    SOURCE_UNDEFINED = "source-undefined"      # about to undefine on the source (XML kept here)
+    DEST_STARTED = "dest-started"              # about to start on the destination
+    GUEST_UP = "guest-up"                      # the guest answered on the destination: awaiting confirm
+    CONFIRM_STARTED = "confirm-started"
+    CONFIRMED = "confirmed"
+    REVERT_STARTED = "revert-started"
+    REVERTED = "reverted"
+    ROLLBACK_STARTED = "rollback-started"
+    ROLLED_BACK = "rolled-back"
+
+    FLOW = (BEGIN, SHUTDOWN_REQUESTED, SOURCE_STOPPED, DISK_COPYING, DISK_COPIED,
+            DEST_DEFINED, SOURCE_UNDEFINED, DEST_STARTED, GUEST_UP)
+    FINAL = (CONFIRMED, REVERTED, ROLLED_BACK)
+    ALL = FLOW + (CONFIRM_STARTED, CONFIRMED, REVERT_STARTED, REVERTED, ROLLBACK_STARTED, ROLLED_BACK)
+
+
+class JournalError(LabmigError):
+    """The journal cannot be read or is in a state that forbids the request."""
+
+
+@dataclass
+class JournalState:
+    """What a journal's records say."""
+
+    vm: str
+    plan: dict[str, Any] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)
+    disks_copied: list[str] = field(default_factory=list)   # destination paths verified
+    options: dict[str, Any] = field(default_factory=dict)   # data of the last record
+
+    @property
+    def last(self) -> str | None:
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def finished(self) -> bool:
+        return self.last in Step.FINAL
+
+    @property
+    def awaiting_confirm(self) -> bool:
+        return self.last == Step.GUEST_UP
+
+    def reached(self, step: str) -> bool:
+        return step in self.steps
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.@+-]")
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("LABMIG_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "labmig"
+
+
+def journal_dir(state_dir: Path | None = None) -> Path:
+    """Journals of the current lab (``$LABMIG_LAB`` keeps labs apart)."""
+    scope = os.environ.get("LABMIG_LAB") or "default"
+    return (state_dir or default_state_dir()) / "cold" / _SAFE_NAME.sub("_", scope)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """The journal of one VM's cold migration."""
+
+    def __init__(self, vm: str, directory: Path | None = None) -> None:
+        if not vm or "/" in vm or "\x00" in vm:
+            raise InvalidInput(f"bad VM name {vm!r}", "use the libvirt domain name")
+        self.vm = vm
+        self.directory = Path(directory) if directory else journal_dir()
+        self.path = self.directory / (_SAFE_NAME.sub("_", vm) + ".jsonl")
+        self.crash_hook = None  # callable(step) used by fault injection; see labmig.cold.faults
+
+    # -- reading --------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        lines = self.path.read_bytes().split(b"\n")
+        records = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError as exc:
+                if i == len(lines) - 1:  # torn last line: that step never began
+                    log.warning("journal %s: ignoring a torn last record", self.path)
+                    continue
+                raise JournalError(f"journal {self.path} is damaged at line {i + 1}",
+                                   "inspect it; move it away to forget that migration") from exc
+            if rec.get("step") not in Step.ALL:
+                raise JournalError(f"journal {self.path} has an unknown step {rec.get('step')!r}",
+                                   "it was written by another labmig version; finish that migration with it")
+            records.append(rec)
+        return records
+
+    def state(self) -> JournalState | None:
+        recs = self.records()
+        if not recs:
+            return None
+        st = JournalState(vm=self.vm)
+        for rec in recs:
+            step = rec["step"]
+            data = rec.get("data", {})
+            if step == Step.BEGIN:
+                st.plan = data
+            elif step == Step.DISK_COPIED:
+                st.disks_copied.append(data.get("dst", ""))
+            st.steps.append(step)
+            st.options = data
+        if st.steps[0] != Step.BEGIN:
+            raise JournalError(f"journal {self.path} does not start with a plan", "move it away")
+        return st
+
+    # -- writing --------------------------------------------------------------
+    def begin(self, plan: dict[str, Any]) -> None:
+        current = self.state()
+        if current is not None and not current.finished:
+            raise JournalError(f"an unfinished cold migration of {self.vm} is in the journal ({current.last})",
+                               f"run `labmig recover`, or `labmig confirm {self.vm}` / `labmig revert {self.vm}`")
+        if current is not None:
+            self.archive()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.append(Step.BEGIN, **plan)
+        _fsync_dir(self.directory)
+
+    def append(self, step: str, **data: Any) -> None:
+        """Write one record durably, then give fault injection its chance to crash."""
+        if step not in Step.ALL:
+            raise ValueError(step)
+        line = json.dumps({"step": step, "t": time.time(), "data": data}, separators=(",", ":")) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.debug("journal %s: %s", self.vm, step)
+        if self.crash_hook is not None:
+            self.crash_hook(step)
+
+    def archive(self) -> Path | None:
+        """Move a journal away (to history/) so the VM can be migrated again."""
+        if not self.path.exists():
+            return None
+        hist = self.directory / "history"
+        hist.mkdir(parents=True, exist_ok=True)
+        dest = hist / f"{self.path.stem}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.jsonl"
+        os.replace(self.path, dest)
+        _fsync_dir(self.directory)
+        return dest
+
+
+def all_journals(directory: Path | None = None) -> list[Journal]:
+    """Every journal of the current lab (finished or not), for `labmig recover`."""
+    d = Path(directory) if directory else journal_dir()
+    if not d.is_dir():
+        return []
+    out = []
+    for p in sorted(d.glob("*.jsonl")):
+        first = p.read_text().split("\n", 1)[0]
+        try:
+            vm = json.loads(first)["data"]["vm"]
+        except (ValueError, KeyError, TypeError):
+            vm = p.stem
+        out.append(Journal(vm, d))
+    return out
