@@ -1,0 +1,143 @@
+"""HTML tables of results for the widgets and notebooks (plain strings, no ipywidgets).
+
+    result_table_html(result, prediction)  one run: measured figures, the simulator's beside them
+    comparison_rows(results)               the live-vs-cold table as (row label, live, cold) rows
+    comparison_table_html(results)         those rows as HTML, plus one line per run
+    Table                                  rows with an HTML repr, for a notebook cell's last line
+
+Cells carry ``data-field`` attributes (``downtime``, ``total_time``, ``bytes_total``…) and the
+raw number in ``data-value`` so a browser test can read exactly what is shown.
+"""
+from __future__ import annotations
+
+from html import escape
+from typing import Sequence
+
+from ..model import MigrationResult, Outcome
+from ..units import format_duration, format_size
+from .controller import outcome_words
+
+_STYLE = ("<style>.labmig-table{border-collapse:collapse;font-size:13px;margin:4px 0}"
+          ".labmig-table td,.labmig-table th{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+          ".labmig-table th{background:#f2f2f2}</style>")
+
+
+def _cell(field: str, text: str, value: float | str | None) -> str:
+    raw = "" if value is None else f' data-value="{escape(str(value))}"'
+    return f'<td data-field="{field}"{raw}>{escape(text)}</td>'
+
+
+def _measured_fields(result: MigrationResult) -> list[tuple[str, str, str, float | str | None]]:
+    """(field, label, text, raw value) for the result table."""
+    rows = [
+        ("outcome", "outcome", str(result.outcome), str(result.outcome)),
+        ("where", "where the VM is", outcome_words(result), None),
+        ("downtime", "downtime", format_duration(result.downtime), result.downtime),
+        ("total_time", "total time", format_duration(result.total_time), result.total_time),
+        ("bytes_total", "bytes on the wire", format_size(result.bytes_total), result.bytes_total),
+        ("iterations", "passes", str(result.iterations), result.iterations),
+    ]
+    ci = result.client_interruption
+    rows.insert(3, ("client_interruption", "client-seen interruption",
+                    format_duration(ci) if ci is not None else "not measured", ci))
+    if result.postcopy_faults:
+        rows.append(("postcopy_faults", "post-copy faults", str(result.postcopy_faults), result.postcopy_faults))
+    if result.max_throttle_pct:
+        rows.append(("max_throttle_pct", "max vCPU throttle", f"{result.max_throttle_pct:.0f} %",
+                     result.max_throttle_pct))
+    return rows
+
+
+def result_table_html(result: MigrationResult, prediction: MigrationResult | None = None) -> str:
+    """The run's figures; with ``prediction``, the simulator's figures in a second column."""
+    head = "<tr><th></th><th>measured</th>" + ("<th>simulator predicted</th>" if prediction else "") + "</tr>"
+    predicted = {f: (text, raw) for f, _, text, raw in _measured_fields(prediction)} if prediction else {}
+    body = []
+    for field, label, text, raw in _measured_fields(result):
+        row = f"<tr><th>{escape(label)}</th>{_cell(field, text, raw)}"
+        if prediction is not None:
+            ptext, praw = predicted.get(field, ("", None))
+            row += _cell("predicted_" + field, ptext, praw)
+        body.append(row + "</tr>")
+    caption = (f"<caption>{escape(result.kind)} migration of {escape(result.vm or 'the VM')} "
+               f"({escape(result.strategy)}, {escape(result.backend)}): {escape(result.message)}</caption>")
+    return (f'{_STYLE}<table class="labmig-table labmig-result" data-outcome="{result.outcome}">'
+            f"{caption}{head}{''.join(body)}</table>")
+
+
+def _best(results: Sequence[MigrationResult], kind: str) -> MigrationResult | None:
+    """The latest completed run of a kind, else the latest run of it."""
+    of_kind = [r for r in results if r.kind == kind]
+    done = [r for r in of_kind if r.outcome == Outcome.COMPLETED]
+    return (done or of_kind or [None])[-1]
+
+
+def comparison_rows(results: Sequence[MigrationResult]) -> list[tuple[str, str, str]]:
+    """The seed's live-vs-cold table, filled with the latest measured run of each kind."""
+    live, cold = _best(results, "live"), _best(results, "cold")
+
+    def fig(result: MigrationResult | None, what) -> str:
+        return what(result) if result is not None else "(no run yet)"
+
+    def state(r: MigrationResult) -> str:
+        if r.kind == "live":
+            return "running, paused only for the final copy"
+        return "powered off for the whole migration"
+
+    def failure(r: MigrationResult) -> str:
+        if r.kind == "live":
+            return "rolls back: the VM keeps running on the source"
+        return "revert: the untouched source copy boots again"
+
+    def needs(r: MigrationResult) -> str:
+        if r.kind == "live":
+            return "bandwidth above the dirty rate; shared storage or block migration; compatible CPUs"
+        return "the disk copied (only changed blocks with a delta copy); no CPU match needed"
+
+    return [
+        ("VM state during the migration", fig(live, state), fig(cold, state)),
+        ("downtime", fig(live, lambda r: format_duration(r.downtime)), fig(cold, lambda r: format_duration(r.downtime))),
+        ("client-seen interruption",
+         fig(live, lambda r: format_duration(r.client_interruption) if r.client_interruption is not None else "not measured"),
+         fig(cold, lambda r: format_duration(r.client_interruption) if r.client_interruption is not None else "not measured")),
+        ("total time", fig(live, lambda r: format_duration(r.total_time)), fig(cold, lambda r: format_duration(r.total_time))),
+        ("bytes on the wire", fig(live, lambda r: format_size(r.bytes_total)), fig(cold, lambda r: format_size(r.bytes_total))),
+        ("network and storage needs", fig(live, needs), fig(cold, needs)),
+        ("what a failure leaves", fig(live, failure), fig(cold, failure)),
+    ]
+
+
+def comparison_table_html(results: Sequence[MigrationResult]) -> str:
+    rows = "".join(
+        f"<tr><th>{escape(label)}</th><td data-kind='live'>{escape(live)}</td>"
+        f"<td data-kind='cold'>{escape(cold)}</td></tr>"
+        for label, live, cold in comparison_rows(results))
+    table = (f'<table class="labmig-table labmig-compare"><tr><th></th><th>live</th><th>cold</th></tr>'
+             f"{rows}</table>")
+    runs = "".join(
+        f"<tr><td>{i}</td><td>{escape(r.kind)}</td><td>{escape(r.strategy)}</td><td>{escape(r.backend)}</td>"
+        f"<td>{r.outcome}</td><td>{format_duration(r.downtime)}</td><td>{format_duration(r.total_time)}</td>"
+        f"<td>{format_size(r.bytes_total)}</td></tr>"
+        for i, r in enumerate(results, 1))
+    history = ('<table class="labmig-table labmig-runs"><tr><th>#</th><th>kind</th><th>strategy</th>'
+               "<th>backend</th><th>outcome</th><th>downtime</th><th>total time</th><th>on the wire</th></tr>"
+               f"{runs}</table>")
+    return _STYLE + table + history
+
+
+class Table:
+    """Rows that show as an HTML table in a notebook and as text elsewhere."""
+
+    def __init__(self, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        self.header = list(header)
+        self.rows = [list(r) for r in rows]
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{escape(str(h))}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in self.rows)
+        return f'{_STYLE}<table class="labmig-table"><tr>{head}</tr>{body}</table>'
+
+    def __repr__(self) -> str:
+        cells = [self.header] + [[str(c) for c in row] for row in self.rows]
+        widths = [max(len(str(row[i])) for row in cells) for i in range(len(self.header))]
+        return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in cells)
