@@ -1,0 +1,98 @@
+"""The disk helper as a real process on pipes (ssh itself is exercised by the lab tests)."""
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import xxhash
+
+from labmig.remote.ssh import AgentError, SshAgent, SshTarget
+
+
+@pytest.fixture
+def agent(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (tmp_path / "outside").mkdir()
+    with SshAgent(SshTarget(address=None), [str(images)]) as a:
+        yield a, images
+
+
+def test_hello_reports_dirs_and_free_space(agent):
+    a, images = agent
+    assert a.info["image_dirs"] == [str(images.resolve())]
+    assert a.info["free"][str(images.resolve())] > 0
+
+
+def test_open_write_digest_finish_verify(agent):
+    a, images = agent
+    bs = 4096
+    data = os.urandom(3 * bs + 100)
+    a.call("open", path="d.img", size=len(data))
+    assert a.call("stat", path="d.img")[0]["incomplete"] is True
+    a.call("write", data[:bs], path="d.img", offset=0)
+    a.call("write", data[bs:], path="d.img", offset=bs)
+    reply, raw = a.call("digests", path="d.img", block_size=bs, seed=42)
+    got = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2)
+    for i in range(reply["nblocks"]):
+        want = xxhash.xxh3_128_intdigest(data[i * bs:(i + 1) * bs], seed=42)
+        assert (int(got[i, 0]) | (int(got[i, 1]) << 64)) == want
+    a.call("zero", path="d.img", offset=bs, length=bs)
+    a.call("finish", path="d.img")
+    expect = data[:bs] + bytes(bs) + data[2 * bs:]
+    assert (images / "d.img").read_bytes() == expect
+    st = a.call("stat", path="d.img")[0]
+    assert st["incomplete"] is False and st["size"] == len(expect)
+    assert a.call("verify", path="d.img", algo="sha256")[0]["digest"] == hashlib.sha256(expect).hexdigest()
+    assert a.call("verify", path="d.img")[0]["digest"] == xxhash.xxh3_128(expect).hexdigest()
+    assert a.call("remove", path="d.img")[0]["removed"] is True
+    assert not (images / "d.img").exists()
+
+
+def test_bytes_are_counted_both_ways(agent):
+    a, _ = agent
+    sent, received = a.bytes_sent, a.bytes_received
+    payload = b"x" * 10000
+    a.call("open", path="c.img", size=len(payload))
+    a.call("write", payload, path="c.img", offset=0)
+    assert a.bytes_sent - sent > len(payload)
+    assert a.bytes_sent - sent < len(payload) + 400
+    assert a.bytes_received > received
+
+
+@pytest.mark.parametrize("name", ["../outside/x.img", "-oProxyCommand=x", "a/../../x", "/etc/passwd", ""])
+def test_refusals_change_nothing(agent, tmp_path, name):
+    a, images = agent
+    with pytest.raises(AgentError) as info:
+        a.call("open", path=name, size=10)
+    assert info.value.hint
+    assert list((tmp_path / "outside").iterdir()) == []
+    assert a.call("hello")[0]["pid"]  # the helper survives a refusal
+
+
+def test_symlink_swapped_in_is_not_followed(agent, tmp_path):
+    a, images = agent
+    target = tmp_path / "outside" / "victim"
+    target.write_bytes(b"keep")
+    (images / "evil.img").symlink_to(target)
+    with pytest.raises(AgentError, match="symlink"):
+        a.call("open", path="evil.img", size=1)
+    assert target.read_bytes() == b"keep"
+
+
+def test_unknown_op_and_bad_netdev(agent):
+    a, _ = agent
+    with pytest.raises(AgentError, match="unknown operation"):
+        a.call("format-disk")
+    assert a.call("netdev", name="lo")[0]["exists"] is True
+    assert a.call("netdev", name="nosuchdev0")[0]["exists"] is False
+    with pytest.raises(AgentError):
+        a.call("netdev", name="../x")
+
+
+def test_no_shell_string_from_data():
+    t = SshTarget(address="10.0.0.2", identity="/k", python="/opt/py thon")
+    argv = t.argv(t.helper_argv(["/img dir; rm -rf /"]))
+    assert argv[0] == "ssh" and "--" in argv
+    # The one remote string is made of quoted words from the host's configuration.
+    assert argv[-1] == "'/opt/py thon' -m labmig.remote.agent --image-dir '/img dir; rm -rf /'"
