@@ -1,0 +1,474 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled core: dirty-bitmap scans and hashed block digests, without the GIL.
+
+Same names and behaviour as :mod:`labmig._purecopy` (the pure-Python twin and
+test oracle); :mod:`labmig.core` documents the contract and picks one of them.
+
+    bitmap kernels   new_bitmap, popcount, find_set_bits, bit_runs,
+                     fetch_and_clear, bitmap_or, bitmap_andnot, set_bits
+    block kernels    digest_buffer, digest_file, compare_digests, zero_digest,
+                     punch_hole
+
+Argument checking is shared with the twin (``_purecopy._check_*``) so both raise
+the same :class:`~labmig.errors.InvalidInput` for the same bad call.
+"""
+import os
+
+import numpy as np
+
+from labmig import _purecopy as _twin
+from labmig._purecopy import (
+    DIGEST_WORDS, _check_bitmap, _check_digests, _check_index_out, _check_nbits,
+    _check_pair, _check_block_size, new_bitmap, zero_digest,
+)
+
+from libc.stdint cimport uint64_t, int64_t, uint8_t
+
+cdef extern from *:
+    """
+    #define XXH_INLINE_ALL
+    #include <xxhash.h>
+    #include <errno.h>
+    #include <fcntl.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #include <unistd.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    #endif
+
+    static inline int lm_popcount(uint64_t w) { return __builtin_popcountll(w); }
+    static inline int lm_ctz(uint64_t w) { return __builtin_ctzll(w); }
+
+    /* True when n bytes at p are all zero; stops at the first non-zero word. */
+    static int lm_is_zero(const unsigned char *p, size_t n) {
+        size_t i = 0;
+        uint64_t acc = 0;
+        for (; i + 64 <= n; i += 64) {
+            const uint64_t *w = (const uint64_t *)(p + i);
+            uint64_t a;
+            memcpy(&a, w, 8); acc |= a; memcpy(&a, w + 1, 8); acc |= a;
+            memcpy(&a, w + 2, 8); acc |= a; memcpy(&a, w + 3, 8); acc |= a;
+            memcpy(&a, w + 4, 8); acc |= a; memcpy(&a, w + 5, 8); acc |= a;
+            memcpy(&a, w + 6, 8); acc |= a; memcpy(&a, w + 7, 8); acc |= a;
+            if (acc) return 0;
+        }
+        for (; i < n; i++) if (p[i]) return 0;
+        return 1;
+    }
+
+    /* Digest (and zero flag) of block b of length n at p. A zero block of full
+       length takes the precomputed digest instead of being hashed again. */
+    static inline void lm_block(const unsigned char *p, size_t n, size_t full, uint64_t seed,
+                                const XXH128_hash_t *zd, uint64_t *dig, uint64_t *zero_words,
+                                int64_t b) {
+        XXH128_hash_t h;
+        if (lm_is_zero(p, n)) {
+            if (zero_words) __atomic_fetch_or(&zero_words[b >> 6], 1ULL << (b & 63), __ATOMIC_RELAXED);
+            h = (n == full) ? *zd : XXH3_128bits_withSeed(p, n, seed);
+        } else {
+            h = XXH3_128bits_withSeed(p, n, seed);
+        }
+        dig[2 * b] = h.low64;
+        dig[2 * b + 1] = h.high64;
+    }
+
+    static int lm_threads(int want) {
+    #ifdef _OPENMP
+        if (want <= 0) want = omp_get_num_procs();
+    #else
+        want = 1;
+    #endif
+        return want < 1 ? 1 : want;
+    }
+
+    /* Digests of every block of a buffer; blocks are split over threads. */
+    static void lm_digest_buffer(const unsigned char *buf, int64_t len, int64_t bs, uint64_t seed,
+                                 uint64_t *dig, uint64_t *zero_words, int nthreads) {
+        int64_t nblocks = (len + bs - 1) / bs;
+        unsigned char *zeros = (unsigned char *)calloc(1, (size_t)bs);
+        XXH128_hash_t zd = XXH3_128bits_withSeed(zeros, (size_t)bs, seed);
+        free(zeros);
+        int64_t b;
+        #pragma omp parallel for schedule(static, 16) num_threads(nthreads) if (nblocks > 32)
+        for (b = 0; b < nblocks; b++) {
+            int64_t n = (b + 1) * bs <= len ? bs : len - b * bs;
+            lm_block(buf + b * bs, (size_t)n, (size_t)bs, seed, &zd, dig, zero_words, b);
+        }
+    }
+
+    /* Digests of the blocks of fd in [offset, offset+len), read with pread in
+       chunks that fit in L2, one chunk per thread at a time. Returns 0, or an
+       errno; *got is the number of bytes actually there (short when EOF came
+       early, in which case missing blocks are left untouched). */
+    static int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_t seed,
+                            uint64_t *dig, uint64_t *zero_words, int nthreads, int64_t *got) {
+        int64_t per_chunk = bs >= (256 << 10) ? 1 : (256 << 10) / bs;
+        int64_t chunk = per_chunk * bs;
+        int64_t nchunks = (len + chunk - 1) / chunk;
+        int err = 0;
+        int64_t eof_at = len;
+        unsigned char *zeros = (unsigned char *)calloc(1, (size_t)bs);
+        if (!zeros) return ENOMEM;
+        XXH128_hash_t zd = XXH3_128bits_withSeed(zeros, (size_t)bs, seed);
+        free(zeros);
+        #pragma omp parallel num_threads(nthreads) if (nchunks > 1)
+        {
+            unsigned char *buf = NULL;
+            if (posix_memalign((void **)&buf, 4096, (size_t)chunk) != 0) {
+                #pragma omp atomic write
+                err = ENOMEM;
+            }
+            int64_t c;
+            #pragma omp for schedule(static, 1)
+            for (c = 0; c < nchunks; c++) {
+                int stop;
+                #pragma omp atomic read
+                stop = err;
+                if (stop || !buf) continue;
+                int64_t start = c * chunk;
+                int64_t want = start + chunk <= len ? chunk : len - start;
+                int64_t have = 0;
+                while (have < want) {
+                    ssize_t r = pread(fd, buf + have, (size_t)(want - have), offset + start + have);
+                    if (r < 0) {
+                        if (errno == EINTR) continue;
+                        #pragma omp atomic write
+                        err = errno;
+                        break;
+                    }
+                    if (r == 0) break;
+                    have += r;
+                }
+                if (have < want) {
+                    #pragma omp critical(lm_eof)
+                    { if (start + have < eof_at) eof_at = start + have; }
+                }
+                int64_t nb = (have + bs - 1) / bs;
+                for (int64_t i = 0; i < nb; i++) {
+                    int64_t n = (i + 1) * bs <= have ? bs : have - i * bs;
+                    lm_block(buf + i * bs, (size_t)n, (size_t)bs, seed, &zd, dig, zero_words,
+                             c * per_chunk + i);
+                }
+            }
+            free(buf);
+        }
+        *got = eof_at;
+        return err;
+    }
+
+    static int lm_punch_hole(int fd, int64_t offset, int64_t len) {
+    #if defined(FALLOC_FL_PUNCH_HOLE) && defined(FALLOC_FL_KEEP_SIZE)
+        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len) == 0) return 0;
+        return errno;
+    #else
+        return EOPNOTSUPP;
+    #endif
+    }
+    """
+    int lm_popcount(uint64_t w) nogil
+    int lm_ctz(uint64_t w) nogil
+    int lm_threads(int want) nogil
+    void lm_digest_buffer(const unsigned char *buf, int64_t len, int64_t bs, uint64_t seed,
+                          uint64_t *dig, uint64_t *zero_words, int nthreads) nogil
+    int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_t seed,
+                     uint64_t *dig, uint64_t *zero_words, int nthreads, int64_t *got) nogil
+    int lm_punch_hole(int fd, int64_t offset, int64_t len) nogil
+
+
+# ---------------------------------------------------------------- bitmaps
+
+cdef inline uint64_t _tail_mask(Py_ssize_t nbits) nogil:
+    cdef int r = nbits & 63
+    return (~<uint64_t>0) if r == 0 else ((<uint64_t>1 << r) - 1)
+
+
+def popcount(bitmap, nbits):
+    """Number of set bits among the first ``nbits`` bits of ``bitmap``."""
+    _check_bitmap(bitmap, "bitmap")
+    nbits = _check_nbits(bitmap, nbits)
+    cdef const uint64_t[::1] bm = bitmap
+    cdef Py_ssize_t n = nbits, nw = (n + 63) >> 6, i
+    cdef int64_t count = 0
+    if nw == 0:
+        return 0
+    with nogil:
+        for i in range(nw - 1):
+            count += lm_popcount(bm[i])
+        count += lm_popcount(bm[nw - 1] & _tail_mask(n))
+    return int(count)
+
+
+cdef inline Py_ssize_t _next_set(const uint64_t *bm, Py_ssize_t nbits, Py_ssize_t pos) noexcept nogil:
+    """First set bit at or after pos, or nbits."""
+    cdef Py_ssize_t nw = (nbits + 63) >> 6, w_i
+    cdef uint64_t w
+    if pos >= nbits:
+        return nbits
+    w_i = pos >> 6
+    w = bm[w_i] & ((~<uint64_t>0) << (pos & 63))
+    while w == 0:
+        w_i += 1
+        while w_i + 8 <= nw and (bm[w_i] | bm[w_i + 1] | bm[w_i + 2] | bm[w_i + 3] | bm[w_i + 4]
+                                 | bm[w_i + 5] | bm[w_i + 6] | bm[w_i + 7]) == 0:
+            w_i += 8
+        if w_i >= nw:
+            return nbits
+        w = bm[w_i]
+    pos = (w_i << 6) + lm_ctz(w)
+    return pos if pos < nbits else nbits
+
+
+cdef inline Py_ssize_t _next_clear(const uint64_t *bm, Py_ssize_t nbits, Py_ssize_t pos) noexcept nogil:
+    """First clear bit at or after pos, or nbits."""
+    cdef Py_ssize_t nw = (nbits + 63) >> 6, w_i
+    cdef uint64_t w
+    if pos >= nbits:
+        return nbits
+    w_i = pos >> 6
+    w = (~bm[w_i]) & ((~<uint64_t>0) << (pos & 63))
+    while w == 0:
+        w_i += 1
+        while w_i < nw and bm[w_i] == ~<uint64_t>0:
+            w_i += 1
+        if w_i >= nw:
+            return nbits
+        w = ~bm[w_i]
+    pos = (w_i << 6) + lm_ctz(w)
+    return pos if pos < nbits else nbits
+
+
+def find_set_bits(bitmap, nbits, start, out):
+    """Write indices of set bits at or after ``start`` into ``out``.
+
+    Returns ``(count, next_start)``: ``next_start`` is the next set bit not yet
+    written (call again from there), or ``nbits`` when the walk is finished.
+    """
+    _check_bitmap(bitmap, "bitmap")
+    nbits = _check_nbits(bitmap, nbits)
+    out = _check_index_out(out, "out")
+    start = max(int(start), 0)
+    cdef const uint64_t[::1] bm = bitmap
+    cdef uint64_t[::1] o = out
+    cdef Py_ssize_t n = nbits, pos = start, nw = (n + 63) >> 6, cap = o.shape[0], k = 0, w_i
+    cdef uint64_t w, base
+    if pos >= n:
+        return 0, nbits
+    with nogil:
+        pos = _next_set(&bm[0], n, pos)
+        while pos < n and k < cap:
+            w_i = pos >> 6
+            w = bm[w_i] & ((~<uint64_t>0) << (pos & 63))
+            if w_i == nw - 1:
+                w &= _tail_mask(n)
+            base = <uint64_t>w_i << 6
+            if k + lm_popcount(w) <= cap:
+                while w:
+                    o[k] = base + lm_ctz(w)
+                    k += 1
+                    w &= w - 1
+            else:
+                while k < cap:
+                    o[k] = base + lm_ctz(w)
+                    k += 1
+                    w &= w - 1
+                pos = base + lm_ctz(w)
+                break
+            pos = _next_set(&bm[0], n, (w_i + 1) << 6)
+    return int(k), int(pos if pos < n else n)
+
+
+def bit_runs(bitmap, nbits, start, out_starts, out_lengths):
+    """Runs of set bits at or after ``start`` as (start, length) pairs.
+
+    Returns ``(count, next_start)`` like :func:`find_set_bits`; a run is only
+    written whole, so ``next_start`` is the start of the first run not written.
+    """
+    _check_bitmap(bitmap, "bitmap")
+    nbits = _check_nbits(bitmap, nbits)
+    out_starts = _check_index_out(out_starts, "out_starts")
+    out_lengths = _check_index_out(out_lengths, "out_lengths")
+    start = max(int(start), 0)
+    cdef const uint64_t[::1] bm = bitmap
+    cdef uint64_t[::1] os_ = out_starts
+    cdef uint64_t[::1] ol = out_lengths
+    cdef Py_ssize_t n = nbits, pos = start, cap = min(os_.shape[0], ol.shape[0]), k = 0, s, e
+    if pos >= n:
+        return 0, nbits
+    with nogil:
+        while True:
+            s = _next_set(&bm[0], n, pos)
+            if s >= n:
+                pos = n
+                break
+            if k == cap:
+                pos = s
+                break
+            e = _next_clear(&bm[0], n, s)
+            os_[k] = s
+            ol[k] = e - s
+            k += 1
+            pos = e
+    return int(k), int(pos)
+
+
+def fetch_and_clear(bitmap, out):
+    """Copy ``bitmap`` into ``out``, zero ``bitmap``, return the number of set bits."""
+    _check_bitmap(bitmap, "bitmap", writable=True)
+    _check_bitmap(out, "out", writable=True)
+    _check_pair(out, bitmap, "out", "bitmap")
+    cdef uint64_t[::1] bm = bitmap
+    cdef uint64_t[::1] o = out
+    cdef Py_ssize_t i, nw = bm.shape[0]
+    cdef int64_t count = 0
+    cdef uint64_t v
+    with nogil:
+        for i in range(nw):
+            v = bm[i]
+            o[i] = v
+            bm[i] = 0
+            count += lm_popcount(v)
+    return int(count)
+
+
+def bitmap_or(dst, src):
+    """dst |= src, in place."""
+    _check_bitmap(dst, "dst", writable=True)
+    _check_bitmap(src, "src")
+    _check_pair(dst, src, "dst", "src")
+    cdef uint64_t[::1] d = dst
+    cdef const uint64_t[::1] s = src
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(d.shape[0]):
+            d[i] |= s[i]
+
+
+def bitmap_andnot(dst, src):
+    """dst &= ~src, in place."""
+    _check_bitmap(dst, "dst", writable=True)
+    _check_bitmap(src, "src")
+    _check_pair(dst, src, "dst", "src")
+    cdef uint64_t[::1] d = dst
+    cdef const uint64_t[::1] s = src
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(d.shape[0]):
+            d[i] &= ~s[i]
+
+
+def set_bits(bitmap, indices):
+    """Set the bits whose positions are in ``indices`` (int64 or uint64)."""
+    _check_bitmap(bitmap, "bitmap", writable=True)
+    idx = _twin._check_indices(bitmap, indices)
+    cdef uint64_t[::1] bm = bitmap
+    cdef const uint64_t[::1] ix = idx
+    cdef Py_ssize_t i
+    cdef uint64_t v
+    with nogil:
+        for i in range(ix.shape[0]):
+            v = ix[i]
+            bm[v >> 6] |= (<uint64_t>1) << (v & 63)
+
+
+# ---------------------------------------------------------------- blocks
+
+def digest_buffer(buf, block_size, seed, digests_out, zero_out=None, threads=0):
+    """XXH3-128 digests of every block of ``buf`` (the last one may be short).
+
+    ``digests_out`` is a uint64 array of shape (nblocks, 2) receiving (low, high)
+    halves; bit i of ``zero_out`` (a bitmap, optional) is set when block i is all
+    zero (bits of non-zero blocks are left as they were). Returns nblocks.
+    """
+    cdef const unsigned char[::1] data = _twin._as_bytes_view(buf)
+    cdef int64_t bs = _check_block_size(block_size)
+    cdef int64_t length = data.shape[0]
+    cdef int64_t nblocks = (length + bs - 1) // bs
+    _check_digests(digests_out, nblocks)
+    cdef uint64_t s = _twin._check_seed(seed)
+    cdef uint64_t[:, ::1] dig = digests_out
+    cdef uint64_t *zw = NULL
+    cdef uint64_t[::1] zv
+    if zero_out is not None:
+        _check_bitmap(zero_out, "zero_out", writable=True)
+        _check_nbits(zero_out, nblocks)
+        zv = zero_out
+        if zv.shape[0]:
+            zw = &zv[0]
+    cdef int nt = lm_threads(int(threads))
+    if nblocks == 0:
+        return 0
+    with nogil:
+        lm_digest_buffer(&data[0], length, bs, s, &dig[0, 0], zw, nt)
+    return int(nblocks)
+
+
+def digest_file(fd, offset, length, block_size, seed, digests_out, zero_out=None, threads=0):
+    """Digests of the blocks of an open file in [offset, offset+length), read with pread.
+
+    Block i starts at ``offset + i*block_size``; ``digests_out`` and ``zero_out``
+    as in :func:`digest_buffer`. Hashing runs without the GIL on ``threads``
+    threads (0 = every core). Returns the number of bytes that were there: less
+    than ``length`` when the file ended early (blocks past the end are left
+    untouched). Raises OSError on a read error.
+    """
+    cdef int64_t bs = _check_block_size(block_size)
+    cdef int64_t off = int(offset), ln = int(length)
+    if off < 0 or ln < 0:
+        raise _twin.InvalidInput(f"offset and length must be >= 0, got {off} and {ln}",
+                                 "pass a byte range inside the file")
+    cdef int64_t nblocks = (ln + bs - 1) // bs
+    _check_digests(digests_out, nblocks)
+    cdef uint64_t s = _twin._check_seed(seed)
+    cdef uint64_t[:, ::1] dig = digests_out
+    cdef uint64_t *zw = NULL
+    cdef uint64_t[::1] zv
+    if zero_out is not None:
+        _check_bitmap(zero_out, "zero_out", writable=True)
+        _check_nbits(zero_out, nblocks)
+        zv = zero_out
+        if zv.shape[0]:
+            zw = &zv[0]
+    cdef int f = int(fd), nt = lm_threads(int(threads)), err = 0
+    cdef int64_t got = 0
+    if nblocks == 0:
+        return 0
+    with nogil:
+        err = lm_digest_fd(f, off, ln, bs, s, &dig[0, 0], zw, nt, &got)
+    if err:
+        raise OSError(err, os.strerror(err))
+    return int(got)
+
+
+def compare_digests(a, b, changed_out):
+    """Set bit i of ``changed_out`` where digest rows a[i] and b[i] differ; return how many."""
+    n = _twin._check_digest_pair(a, b)
+    _check_bitmap(changed_out, "changed_out", writable=True)
+    _check_nbits(changed_out, n)
+    cdef const uint64_t[:, ::1] x = a
+    cdef const uint64_t[:, ::1] y = b
+    cdef uint64_t[::1] c = changed_out
+    cdef Py_ssize_t i, nn = n
+    cdef int64_t count = 0
+    with nogil:
+        for i in range(nn):
+            if x[i, 0] != y[i, 0] or x[i, 1] != y[i, 1]:
+                c[i >> 6] |= (<uint64_t>1) << (i & 63)
+                count += 1
+    return int(count)
+
+
+def punch_hole(fd, offset, length):
+    """Deallocate [offset, offset+length) keeping the size; False if the file system cannot."""
+    cdef int err
+    cdef int f = int(fd)
+    cdef int64_t off = int(offset), ln = int(length)
+    if ln <= 0:
+        return True
+    with nogil:
+        err = lm_punch_hole(f, off, ln)
+    if err == 0:
+        return True
+    if err in _twin.NO_HOLE_ERRNOS:
+        return False
+    raise OSError(err, os.strerror(err))
