@@ -19,6 +19,7 @@ from .errors import LabmigError
 # Order is the order of `labmig --help`.
 COMMAND_MODULES = (
     "labmig.commands.copy",
+    "labmig.commands.migrate",
 )
 
 

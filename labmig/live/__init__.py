@@ -1,0 +1,30 @@
+"""Live migration over libvirt, the way OpenStack Nova's libvirt driver does it, observable and safe.
+
+    plan         LiveOptions, PostcopyMode, LivePlan (plain data → libvirt flags/params)
+    prechecks    run_prechecks(): VM state, CPU, shared storage probe, memory, networks …
+    policies     POLICIES registry: "nova" (downtime steps, completion timeout), "wait",
+                 "postcopy-on-stall"; ConvergenceTracker; JobSample
+    migration    LiveMigration context manager: run() → MigrationResult with a timeline
+    rollback     Rollback (VM back on the source, destination clean), precreate_disks
+    watchdog     Watchdog around libvirt calls, the libvirt event-loop thread
+    progress     LiveProgress: a one-line terminal view of a running migration
+
+    with LiveMigration(LivePlan("vm1", "lab1", "lab2", LiveOptions(bandwidth="50MiB/s"))) as mig:
+        result = mig.run()
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .plan import LiveOptions, LivePlan, PostcopyMode
+from .policies import POLICIES
+
+__all__ = ["LiveOptions", "LivePlan", "PostcopyMode", "POLICIES", "LiveMigration"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily: labmig.hosts imports this package's watchdog.
+    if name == "LiveMigration":
+        from .migration import LiveMigration
+        return LiveMigration
+    raise AttributeError(name)

@@ -1,0 +1,202 @@
+"""What a real live migration should do, as plain data (nothing here talks to libvirt).
+
+    LiveOptions   the knobs a lab turns: bandwidth, max downtime, post-copy mode,
+                  auto-converge, compression, parallel channels, block migration,
+                  persistence, policy name and timeouts
+    PostcopyMode  when to switch to post-copy: never, now, after N passes, on timeout
+    LivePlan      VM + source + destination + options; turns itself into the
+                  libvirt flags and typed parameters of ``migrateToURI3``
+
+The names follow virsh and QEMU (``--bandwidth``, ``--postcopy``,
+``--auto-converge``, ``--parallel-connections``, ``--copy-storage-all``) so a
+student can map each option to what the hypervisor does with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidInput
+from ..units import parse_duration, parse_rate
+
+# Compression methods libvirt accepts; the multifd ones need parallel channels.
+COMPRESSION_METHODS = ("xbzrle", "mt", "zlib", "zstd")
+MULTIFD_COMPRESSION = ("zlib", "zstd")
+
+
+@dataclass(frozen=True)
+class PostcopyMode:
+    """When to switch a running pre-copy to post-copy.
+
+    ``kind`` is "off", "now" (right after the first pass starts), "after"
+    (after ``passes`` completed pre-copy passes) or "on-timeout" (when the
+    policy's completion timeout fires, Nova's ``force_complete`` action).
+    """
+
+    kind: str = "off"
+    passes: int = 0
+
+    @classmethod
+    def parse(cls, text: "str | PostcopyMode | None") -> "PostcopyMode":
+        if isinstance(text, PostcopyMode):
+            return text
+        raw = (text or "off").strip().lower()
+        if raw in ("off", "no", "none", "false"):
+            return cls("off")
+        if raw in ("now", "immediately", "on"):
+            return cls("now")
+        if raw in ("on-timeout", "timeout"):
+            return cls("on-timeout")
+        if raw.startswith("after:") or raw.startswith("after="):
+            try:
+                passes = int(raw[6:])
+            except ValueError:
+                passes = -1
+            if passes >= 1:
+                return cls("after", passes)
+        raise InvalidInput(f"unknown post-copy mode {text!r}",
+                           "use off, now, after:N (N >= 1 passes) or on-timeout")
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "off"
+
+    def __str__(self) -> str:
+        return f"after:{self.passes}" if self.kind == "after" else self.kind
+
+
+@dataclass
+class LiveOptions:
+    """Options of one live migration. Sizes in bytes, rates in bytes/s, times in seconds."""
+
+    bandwidth: float | None = None          # cap on the migration stream; None = unlimited
+    max_downtime: float | None = None       # QEMU's downtime-limit; None = the policy decides
+    postcopy: PostcopyMode = field(default_factory=PostcopyMode)
+    auto_converge: bool = False
+    compression: str | None = None          # one of COMPRESSION_METHODS
+    parallel_connections: int = 0           # multifd channels; 0 = one classic stream
+    block_migration: bool | None = None     # None = decide from the shared-storage probe
+    persistent: bool = True                 # define the VM on the destination (Nova: yes)
+    undefine_source: bool = True            # remove the definition from the source (Nova: yes)
+    policy: str = "nova"                    # a name in labmig.live.policies.POLICIES
+    completion_timeout: float | None = None  # None = the policy's own (Nova: 800 s per GiB)
+    timeout_action: str = "abort"           # "abort" or "force-complete", as Nova
+    call_timeout: float = 30.0              # watchdog on each libvirt call
+    poll_interval: float = 0.25             # seconds between job-stat samples
+
+    def __post_init__(self) -> None:
+        self.postcopy = PostcopyMode.parse(self.postcopy)
+        if self.bandwidth is not None:
+            self.bandwidth = parse_rate(self.bandwidth)
+            if self.bandwidth <= 0:
+                raise InvalidInput(f"bandwidth must be positive, got {self.bandwidth!r}",
+                                   "give a rate like 100MiB/s, or leave it out for no cap")
+        if self.max_downtime is not None:
+            self.max_downtime = parse_duration(self.max_downtime)
+            if self.max_downtime <= 0:
+                raise InvalidInput("max downtime must be positive", "give a duration like 300ms")
+        if self.completion_timeout is not None:
+            self.completion_timeout = parse_duration(self.completion_timeout)
+            if self.completion_timeout <= 0:
+                raise InvalidInput("completion timeout must be positive", "give a duration like 60s")
+        if self.compression is not None:
+            self.compression = self.compression.lower()
+            if self.compression in ("", "none", "off"):
+                self.compression = None
+            elif self.compression not in COMPRESSION_METHODS:
+                raise InvalidInput(f"unknown compression {self.compression!r}",
+                                   f"use one of {', '.join(COMPRESSION_METHODS)}")
+        if self.parallel_connections < 0:
+            raise InvalidInput("parallel connections cannot be negative", "use 0 (off) or 2..8")
+        if self.compression in MULTIFD_COMPRESSION and self.parallel_connections < 1:
+            raise InvalidInput(f"{self.compression} compression runs on multifd channels",
+                               "add --parallel-connections 2 (or use xbzrle)")
+        if self.timeout_action not in ("abort", "force-complete"):
+            raise InvalidInput(f"unknown timeout action {self.timeout_action!r}",
+                               "use abort or force-complete")
+        if self.call_timeout <= 0 or self.poll_interval <= 0:
+            raise InvalidInput("call timeout and poll interval must be positive", "e.g. 30s and 250ms")
+
+    @property
+    def strategy(self) -> str:
+        """The strategy name (as the simulator's registry spells it) these options amount to."""
+        if self.postcopy.kind == "now":
+            return "postcopy"
+        if self.postcopy.enabled:
+            return "hybrid"
+        if self.auto_converge:
+            return "autoconverge"
+        if self.compression:
+            return "compression"
+        return "precopy"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["postcopy"] = str(self.postcopy)
+        return data
+
+
+@dataclass
+class LivePlan:
+    """One live migration: the VM by name, the two hosts by name or URI, and options."""
+
+    vm: str
+    source: str
+    destination: str
+    options: LiveOptions = field(default_factory=LiveOptions)
+
+    def __post_init__(self) -> None:
+        if not self.vm or not str(self.vm).strip():
+            raise InvalidInput("no VM named", "give the VM's libvirt name, e.g. `labmig status` lists them")
+        if not self.destination:
+            raise InvalidInput("no destination host", "add --to HOST (a lab host name or a libvirt URI)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vm": self.vm, "source": self.source, "destination": self.destination,
+                "options": self.options.to_dict()}
+
+    # -- libvirt -----------------------------------------------------------------
+
+    def flags(self, libvirt: Any, block_migration: bool) -> int:
+        """The ``virDomainMigrateFlags`` of this plan (Nova's choice: live, peer-to-peer)."""
+        opts = self.options
+        flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+        if opts.persistent:
+            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST
+        if opts.undefine_source:
+            flags |= libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        if block_migration:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        if opts.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        if opts.postcopy.enabled:
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if opts.compression:
+            flags |= libvirt.VIR_MIGRATE_COMPRESSED
+        if opts.parallel_connections:
+            flags |= libvirt.VIR_MIGRATE_PARALLEL
+        return flags
+
+    def params(self, libvirt: Any, migrate_uri: str | None = None,
+               disks: list[str] | None = None) -> dict[str, Any]:
+        """Typed parameters for ``migrateToURI3``: bandwidth (MiB/s), compression, channels …"""
+        opts = self.options
+        params: dict[str, Any] = {}
+        if migrate_uri:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri
+        if opts.bandwidth:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib(opts.bandwidth)
+        if opts.compression:
+            params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = opts.compression
+        if opts.parallel_connections:
+            params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = int(opts.parallel_connections)
+        if disks:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(disks)
+        return params
+
+
+def bandwidth_mib(rate: float) -> int:
+    """libvirt takes migration bandwidth in whole MiB/s; round up so a cap is never 0."""
+    return max(1, int(math.ceil(rate / 2**20)))
