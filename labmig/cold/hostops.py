@@ -1,0 +1,169 @@
+"""The libvirt and helper operations cold migration performs, one small method each.
+
+    HostOps            lookup (by name or UUID), xml, define, undefine, start, destroy,
+                       graceful-then-forced shutdown, network check — each under the
+                       host's watchdog, each idempotent where recovery needs it
+    observe()          where the VM is defined / running on both hosts (recovery input)
+    execute_recovery() carries out a RecoveryPlan's actions in order
+    agent_for()        starts the disk helper on a host through ssh
+    copy_disk()        one disk's delta copy to a helper (see labmig.remote.destination)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from ..hosts import Host
+from . import recovery as R
+from .journal import JournalState
+from .sides import ColdHost
+
+log = logging.getLogger(__name__)
+
+
+def _libvirt() -> Any:
+    import libvirt
+    return libvirt
+
+
+class HostOps:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def conn(self) -> Any:
+        return self.host.connect()
+
+    def host_uuid(self) -> str:
+        return self.host.host_uuid()
+
+    def lookup(self, name: str) -> Any | None:
+        return self.host.domain(name)
+
+    def lookup_uuid(self, uuid: str) -> Any | None:
+        libvirt = _libvirt()
+        if not uuid:
+            return None
+        try:
+            return self.host.call("looking up a UUID", self.conn().lookupByUUIDString, uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def find(self, name: str, uuid: str = "") -> Any | None:
+        return self.lookup_uuid(uuid) if uuid else self.lookup(name)
+
+    def xml(self, dom: Any) -> str:
+        libvirt = _libvirt()
+        return self.host.call("reading the definition", dom.XMLDesc,
+                              libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+
+    def is_active(self, dom: Any | None) -> bool:
+        return bool(dom is not None and self.host.call("reading state", dom.isActive))
+
+    def has_network(self, name: str) -> bool:
+        libvirt = _libvirt()
+        try:
+            net = self.host.call(f"looking up network {name}", self.conn().networkLookupByName, name)
+            return bool(net.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def define(self, xml: str) -> Any:
+        return self.host.call("defining the VM", self.conn().defineXML, xml)
+
+    def undefine(self, name: str, uuid: str = "") -> None:
+        dom = self.find(name, uuid)
+        if dom is not None:
+            self.host.call(f"undefining {name}", dom.undefine)
+
+    def start(self, name: str, uuid: str = "") -> None:
+        dom = self.find(name, uuid)
+        if dom is not None and not self.is_active(dom):
+            self.host.call(f"starting {name}", dom.create, timeout=60)
+
+    def destroy(self, name: str, uuid: str = "") -> None:
+        libvirt = _libvirt()
+        dom = self.find(name, uuid)
+        if dom is not None and self.is_active(dom):
+            try:
+                self.host.call(f"stopping {name}", dom.destroy, timeout=60)
+            except libvirt.libvirtError as exc:
+                if self.is_active(dom):
+                    raise
+                log.debug("destroy raced with shutdown: %s", exc)
+
+    def shutdown(self, name: str, timeout: float) -> bool:
+        """ACPI shutdown, forced off after ``timeout``; True when it had to be forced."""
+        libvirt = _libvirt()
+        dom = self.lookup(name)
+        if dom is None or not self.is_active(dom):
+            return False
+        if timeout > 0:
+            try:
+                self.host.call(f"shutting down {name}", dom.shutdown)
+            except libvirt.libvirtError as exc:
+                log.info("graceful shutdown of %s refused: %s", name, exc)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not self.is_active(dom):
+                    return False
+                time.sleep(0.1)
+        self.destroy(name)
+        return True
+
+
+def observe(src: HostOps, dst: HostOps, plan: dict[str, Any]) -> R.Observed:
+    vm, uuid = plan["vm"], plan.get("uuid", "")
+    s, d = src.find(vm, uuid), dst.find(vm, uuid)
+    return R.Observed(src_defined=s is not None, src_active=src.is_active(s),
+                      dst_defined=d is not None, dst_active=dst.is_active(d))
+
+
+def execute_recovery(rplan: R.RecoveryPlan, state: JournalState, src: ColdHost, dst: ColdHost) -> None:
+    plan = state.plan
+    vm, uuid = plan["vm"], plan.get("uuid", "")
+    s, d = HostOps(src.host), HostOps(dst.host)
+    for action in rplan.actions:
+        log.info("recover %s: %s", vm, action)
+        if action == R.DESTROY_DEST:
+            d.destroy(vm, uuid)
+        elif action == R.UNDEFINE_DEST:
+            d.undefine(vm, uuid)
+        elif action == R.DEFINE_SOURCE:
+            s.define(plan["source_xml"])
+        elif action == R.START_SOURCE:
+            s.start(vm, uuid)
+        elif action == R.DESTROY_SOURCE:
+            s.destroy(vm, uuid)
+        elif action == R.UNDEFINE_SOURCE:
+            s.undefine(vm, uuid)
+        elif action == R.DEFINE_DEST:
+            d.define(plan["dest_xml"])
+        elif action == R.START_DEST:
+            d.start(vm, uuid)
+        elif action == R.DELETE_SOURCE_DISKS:
+            local = [disk for disk in plan.get("disks", []) if disk.get("kind") == "local"]
+            if local:
+                with agent_for(src) as agent:
+                    for disk in local:
+                        agent.call("remove", path=disk["src"])
+        else:
+            raise ValueError(action)
+
+
+def agent_for(side: ColdHost) -> Any:
+    """A started disk helper on ``side`` (through ssh when the host has an ssh address)."""
+    from ..remote.ssh import SshAgent, SshTarget
+
+    target = side.ssh or SshTarget(address=None)
+    return SshAgent(target, list(side.image_dirs)).start()
+
+
+def copy_disk(src_path: str, agent: Any, dst_path: str, block_size: int, verify: str,
+              on_progress: Callable[[int, int], None] | None = None, show_progress: bool = False) -> dict[str, Any]:
+    from ..remote.destination import remote_delta_copy
+
+    return remote_delta_copy(src_path, agent, dst_path, block_size=block_size, verify=verify,
+                             on_progress=on_progress, show_progress=show_progress)

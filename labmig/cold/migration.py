@@ -1,0 +1,401 @@
+"""Cold migration over libvirt: power off, copy the disks through ssh, define and boot on the target.
+
+    ColdOptions    shutdown / boot deadlines, block size, verification digest, confirm choices
+    ColdPlan       VM + source + destination + options, as plain data
+    ColdMigration  context manager making a plan real: ``precheck()``, ``run()`` → MigrationResult
+                   (kind "cold"; phases shutdown, disk, boot), with the journal written
+                   before each step and a rollback on any failure before the guest is up
+    confirm(), revert(), recover()   finish or undo a migration awaiting confirm; bring a
+                   half-done one (labmig was killed) to exactly one host
+
+The flow, each step journaled first (see :mod:`labmig.cold.journal`): pre-checks →
+shut the guest down (ACPI, then forced after the deadline) → per local disk: the
+block-level delta copy to the destination's helper, verified → define on the
+destination → undefine on the source (its definition stays in the journal for a
+revert) → start on the destination → wait for the guest → awaiting confirm.
+Disks on shared storage are not copied (and the result says so).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..errors import InvalidInput, LabmigError, MigrationFailed, PrecheckFailed, VerifyFailed
+from ..model import Event, MigrationResult, Outcome, TimelinePoint
+from ..units import format_duration, format_size, parse_duration, parse_size
+from . import domxml
+from .hostops import HostOps, execute_recovery, observe
+from .journal import Journal, JournalError, Step
+from .recovery import plan_recovery
+from .sides import ColdHost, cold_host
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = "LABMIG_COLD_CRASH_AT"      # fault injection: SIGKILL ourselves right after this step
+CRASH_POINTS = Step.FLOW + ("disk-partial",)
+
+
+@dataclass
+class ColdOptions:
+    shutdown_timeout: float = 60.0        # graceful ACPI shutdown, then forced off
+    boot_timeout: float = 120.0           # guest up on the destination
+    block_size: int = 64 * 1024
+    verify: str = "xxh3-128"              # or "sha256"
+    ready_marker: str | None = None       # regex in the guest's console log meaning "up"
+    auto_confirm: bool = False
+    delete_source_disks: bool = False     # with confirm: remove the source's copies
+
+    def __post_init__(self) -> None:
+        self.shutdown_timeout = parse_duration(self.shutdown_timeout)
+        self.boot_timeout = parse_duration(self.boot_timeout)
+        self.block_size = parse_size(self.block_size)
+        if self.shutdown_timeout < 0 or self.boot_timeout <= 0:
+            raise InvalidInput("timeouts must be positive", "e.g. --shutdown-timeout 30s --boot-timeout 2min")
+        if self.verify not in ("xxh3-128", "sha256"):
+            raise InvalidInput(f"unknown verification digest {self.verify!r}", "use xxh3-128 or sha256")
+        if self.ready_marker:
+            try:
+                re.compile(self.ready_marker)
+            except re.error as exc:
+                raise InvalidInput(f"bad ready marker {self.ready_marker!r}: {exc}", "give a regular expression") from exc
+
+
+@dataclass
+class ColdPlan:
+    vm: str
+    source: str
+    destination: str
+    options: ColdOptions = field(default_factory=ColdOptions)
+
+    def __post_init__(self) -> None:
+        if not self.vm or not self.vm.strip():
+            raise InvalidInput("no VM named", "give the VM's libvirt name")
+        if not self.destination:
+            raise InvalidInput("no destination host", "add --to HOST (a lab host name or a libvirt URI)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vm": self.vm, "source": self.source, "destination": self.destination,
+                "options": asdict(self.options)}
+
+
+@dataclass
+class DiskMove:
+    target: str
+    src: str            # path on the source host
+    dst: str            # path on the destination host
+    kind: str           # "local" (copied) or "shared" (left where it is)
+    size: int = 0
+
+
+def _crash_hook(step: str) -> None:
+    if os.environ.get(CRASH_ENV) == step:
+        log.warning("fault injection: killing labmig after step %s", step)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ColdMigration:
+    """``with ColdMigration(plan) as mig: result = mig.run()``."""
+
+    def __init__(self, plan: ColdPlan, source: ColdHost | None = None, destination: ColdHost | None = None,
+                 journal_dir: str | os.PathLike[str] | None = None,
+                 on_point: Callable[[TimelinePoint], None] | None = None,
+                 on_event: Callable[[Event], None] | None = None,
+                 probe: Any = None, progress: bool = False) -> None:
+        self.plan = plan
+        self.opts = plan.options
+        self._source, self._destination = source, destination
+        self.journal = Journal(plan.vm, journal_dir)
+        self.journal.crash_hook = _crash_hook
+        self.on_point, self.on_event, self.probe = on_point, on_event, probe
+        self.progress = progress
+        self.src: ColdHost
+        self.dst: ColdHost
+        self.disks: list[DiskMove] = []
+        self.timeline: list[TimelinePoint] = []
+        self.events: list[Event] = []
+        self.copy_stats: list[dict[str, Any]] = []
+        self._t0 = time.monotonic()
+        self._agents: list[Any] = []
+
+    # -- lifecycle --------------------------------------------------------------
+    def __enter__(self) -> "ColdMigration":
+        self.src = self._source or cold_host(self.plan.source)
+        self.dst = self._destination or cold_host(self.plan.destination)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for agent in self._agents:
+            agent.close()
+        self._agents.clear()
+
+    def _event(self, kind: str, message: str = "") -> None:
+        ev = Event(t=time.monotonic() - self._t0, kind=kind, message=message)
+        self.events.append(ev)
+        log.info("%s: %s %s", self.plan.vm, kind, message)
+        if self.on_event:
+            self.on_event(ev)
+
+    def _point(self, phase: str, **kw: Any) -> None:
+        pt = TimelinePoint(t=time.monotonic() - self._t0, phase=phase, **kw)
+        self.timeline.append(pt)
+        if self.on_point:
+            self.on_point(pt)
+
+    # -- pre-checks ---------------------------------------------------------------
+    def precheck(self) -> list[str]:
+        """Check everything that can be checked before changing anything; returns what was checked."""
+        from .hostops import agent_for
+
+        checks = []
+        src_ops, dst_ops = HostOps(self.src.host), HostOps(self.dst.host)
+        if self.src.host.uri == self.dst.host.uri or src_ops.host_uuid() == dst_ops.host_uuid():
+            raise PrecheckFailed(f"source and destination are the same host ({self.src.name})",
+                                 "pick another host with --to")
+        state = self.journal.state()
+        if state is not None and not state.finished:
+            raise PrecheckFailed(f"{self.plan.vm} has an unfinished cold migration ({state.last})",
+                                 f"run `labmig recover`, or `labmig confirm {self.plan.vm}` / `labmig revert {self.plan.vm}`")
+        dom = src_ops.lookup(self.plan.vm)
+        if dom is None:
+            raise PrecheckFailed(f"no VM named {self.plan.vm!r} on {self.src.name}",
+                                 f"`virsh -c {self.src.host.uri} list --all` shows its VMs")
+        self.source_xml = src_ops.xml(dom)
+        self.uuid = domxml.domain_uuid(self.source_xml)
+        self.was_running = src_ops.is_active(dom)
+        checks.append(f"VM {self.plan.vm} found on {self.src.name} ({'running' if self.was_running else 'shut off'})")
+        if dst_ops.lookup(self.plan.vm) is not None or dst_ops.lookup_uuid(self.uuid) is not None:
+            raise PrecheckFailed(f"{self.plan.vm} is already defined on {self.dst.name}",
+                                 "undefine the stale copy there (virsh undefine) or pick another host")
+        nets = domxml.read_networks(self.source_xml)
+        for name in nets["network"]:
+            if not dst_ops.has_network(name):
+                raise PrecheckFailed(f"network {name!r} is not active on {self.dst.name}",
+                                     f"define and start it there (virsh -c {self.dst.host.uri} net-start {name})")
+        self.disks = []
+        for disk in domxml.read_disks(self.source_xml):
+            kind = self.src.classify(disk.path)
+            if kind == "other":
+                raise PrecheckFailed(f"disk {disk.target} ({disk.path}) is neither under {self.src.name}'s image "
+                                     "directories nor on shared storage",
+                                     "move it under " + ", ".join(self.src.image_dirs + self.src.shared_dirs))
+            if kind == "shared":
+                self.disks.append(DiskMove(disk.target, disk.path, disk.path, "shared"))
+                continue
+            dst_path = os.path.join(self.dst.image_dirs[0], self.src.relative(disk.path))
+            try:
+                size = os.stat(self.src.local_path(disk.path)).st_size
+            except OSError as exc:
+                raise PrecheckFailed(f"cannot read disk {disk.path} on {self.src.name}: {exc.strerror}",
+                                     "check the image file exists and is readable") from exc
+            self.disks.append(DiskMove(disk.target, disk.path, dst_path, "local", size))
+        local = [d for d in self.disks if d.kind == "local"]
+        if local:
+            agent = agent_for(self.dst)
+            self._agents.append(agent)
+            checks.append(f"disk helper on {self.dst.name} reachable over ssh")
+            need = 0
+            for d in local:
+                st, _ = agent.call("stat", path=d.dst)
+                alloc = os.stat(self.src.local_path(d.src)).st_blocks * 512
+                need += max(0, alloc - (st["allocated"] if st["exists"] else 0))
+                free = st["free"]
+            if need > free:
+                raise PrecheckFailed(f"{self.dst.name} has {format_size(free)} free for images, "
+                                     f"the disks need up to {format_size(need)} more",
+                                     "free space in the destination's image directory")
+            for name in nets["bridge"]:
+                if not agent.call("netdev", name=name)[0]["exists"]:
+                    raise PrecheckFailed(f"bridge {name!r} does not exist on {self.dst.name}",
+                                         "create it there, or attach the VM to a network both hosts have")
+            checks.append(f"space for the disks on {self.dst.name} ({format_size(need)} needed)")
+        for d in self.disks:
+            if d.kind == "shared":
+                checks.append(f"disk {d.target} on shared storage: not copied")
+        paths = domxml.PathMap({s: self.dst.image_dirs[0] for s in self.src.image_dirs})
+        for s, t in zip(self.src.log_dirs, self.dst.log_dirs):
+            paths.mapping[os.path.normpath(s)] = os.path.normpath(t)
+        self.dest_xml = domxml.rewrite_for_host(self.source_xml, paths, {d.src: d.dst for d in self.disks})
+        return checks
+
+    # -- the flow -----------------------------------------------------------------
+    def run(self) -> MigrationResult:
+        self._t0 = time.monotonic()
+        checks = self.precheck()
+        for c in checks:
+            self._event("precheck", c)
+        self.journal.begin({
+            "vm": self.plan.vm, "uuid": self.uuid, "was_running": self.was_running,
+            "source": self.src.describe(), "destination": self.dst.describe(),
+            "source_xml": self.source_xml, "dest_xml": self.dest_xml,
+            "disks": [asdict(d) for d in self.disks], "options": asdict(self.opts),
+        })
+        src_ops, dst_ops = HostOps(self.src.host), HostOps(self.dst.host)
+        times: dict[str, float] = {}
+        try:
+            times["stop_begin"] = time.monotonic()
+            if self.was_running:
+                self.journal.append(Step.SHUTDOWN_REQUESTED)
+                self._point("shutdown")
+                forced = src_ops.shutdown(self.plan.vm, self.opts.shutdown_timeout)
+                self._event("forced-off" if forced else "shut-down",
+                            f"guest did not power off within {format_duration(self.opts.shutdown_timeout)}: forced off"
+                            if forced else "guest powered off")
+            self.journal.append(Step.SOURCE_STOPPED)
+            times["stopped"] = time.monotonic()
+            self._point("disk")
+            for disk in self.disks:
+                if disk.kind == "local":
+                    self._copy(disk)
+                else:
+                    self._event("disk-shared", f"{disk.target}: on shared storage, not copied")
+            times["copied"] = time.monotonic()
+            self.journal.append(Step.DEST_DEFINED)
+            dst_ops.define(self.dest_xml)
+            self._event("defined", f"defined on {self.dst.name}")
+            self.journal.append(Step.SOURCE_UNDEFINED)
+            src_ops.undefine(self.plan.vm)
+            if self.was_running:
+                self.journal.append(Step.DEST_STARTED)
+                self._point("boot")
+                log_path, offset = self._console_log()
+                dst_ops.start(self.plan.vm)
+                self._event("started", f"started on {self.dst.name}")
+                self._wait_guest(dst_ops, log_path, offset)
+            times["up"] = time.monotonic()
+        except BaseException as exc:
+            rolled = self._rollback(exc)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            where = f"{self.plan.vm} runs on {self.src.name} again" if rolled else \
+                "the rollback did not finish: run `labmig recover`"
+            msg = exc.message if isinstance(exc, LabmigError) else str(exc)
+            raise MigrationFailed(f"cold migration of {self.plan.vm} failed: {msg}; {where}",
+                                  getattr(exc, "hint", None) or "see the log (-v) for the step that failed",
+                                  rolled_back=rolled) from exc
+        self.journal.append(Step.GUEST_UP, downtime=times["up"] - times["stop_begin"])
+        self._event("guest-up", f"{self.plan.vm} is up on {self.dst.name}: awaiting confirm")
+        result = self._result(times)
+        if self.opts.auto_confirm:
+            confirm(self.plan.vm, delete_source_disks=self.opts.delete_source_disks,
+                    journal_dir=self.journal.directory)
+            result.message += "; confirmed"
+        return result
+
+    def _copy(self, disk: DiskMove) -> None:
+        from .hostops import agent_for, copy_disk
+
+        self.journal.append(Step.DISK_COPYING, dst=disk.dst, src=disk.src)
+        agent = next((a for a in self._agents if a.target is self.dst.ssh), None) or agent_for(self.dst)
+        if agent not in self._agents:
+            self._agents.append(agent)
+        base_sent, base_recv = agent.bytes_sent, agent.bytes_received
+        partial = os.environ.get(CRASH_ENV) == "disk-partial"
+
+        def progress(done: int, total: int) -> None:
+            wire = agent.bytes_sent + agent.bytes_received - base_sent - base_recv
+            self._point("disk", bytes_sent_total=wire, remaining_bytes=max(0, total - done))
+            if partial and done >= total // 2:
+                _crash_hook("disk-partial")
+
+        stats = copy_disk(self.src.local_path(disk.src), agent, disk.dst, self.opts.block_size,
+                          self.opts.verify, progress, show_progress=self.progress)
+        stats["wire_sent"] = agent.bytes_sent - base_sent
+        stats["wire_received"] = agent.bytes_received - base_recv
+        stats["target"] = disk.target
+        self.copy_stats.append(stats)
+        self.journal.append(Step.DISK_COPIED, dst=disk.dst, digest=stats["digest"],
+                            wire=stats["wire_sent"] + stats["wire_received"])
+        self._event("disk-copied", f"{disk.target}: {format_size(stats['wire_sent'] + stats['wire_received'])} "
+                    f"on the wire for {format_size(disk.size)} ({stats['blocks_sent']} of {stats['blocks']} blocks sent)")
+
+    def _console_log(self) -> tuple[str | None, int]:
+        if not self.opts.ready_marker:
+            return None, 0
+        import xml.etree.ElementTree as ET
+
+        root = ET.fromstring(self.dest_xml)
+        for el in root.iter():
+            if el.tag == "log" and el.get("file"):
+                path = el.get("file")
+                break
+            if el.tag == "serial" and el.get("type") == "file" and el.find("source") is not None:
+                path = el.find("source").get("path")
+                break
+        else:
+            return None, 0
+        local = self.dst.local_path(path)
+        try:
+            return local, os.path.getsize(local)
+        except OSError:
+            return local, 0
+
+    def _wait_guest(self, dst_ops: HostOps, log_path: str | None, offset: int) -> None:
+        deadline = time.monotonic() + self.opts.boot_timeout
+        marker = re.compile(self.opts.ready_marker.encode()) if self.opts.ready_marker else None
+        while time.monotonic() < deadline:
+            if not dst_ops.is_active(dst_ops.lookup(self.plan.vm)):
+                raise MigrationFailed(f"{self.plan.vm} stopped while booting on {self.dst.name}",
+                                      "read the guest's console log on the destination")
+            if marker is None or log_path is None:
+                return
+            try:
+                with open(log_path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(offset if size >= offset else 0)
+                    if marker.search(f.read()):
+                        return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+        raise MigrationFailed(f"{self.plan.vm} did not come up on {self.dst.name} within "
+                              f"{format_duration(self.opts.boot_timeout)}",
+                              "raise --boot-timeout, or read the guest's console log on the destination")
+
+    def _rollback(self, exc: BaseException) -> bool:
+        log.warning("cold migration of %s failed (%s): rolling back", self.plan.vm, exc)
+        self._event("rollback", str(exc))
+        try:
+            self.journal.append(Step.ROLLBACK_STARTED, reason=str(exc)[:500])
+            state = self.journal.state()
+            src_ops, dst_ops = HostOps(self.src.host), HostOps(self.dst.host)
+            rplan = plan_recovery(state, observe(src_ops, dst_ops, state.plan))
+            execute_recovery(rplan, state, self.src, self.dst)
+            self.journal.append(rplan.final_step)
+            self.journal.archive()
+            return True
+        except Exception:
+            log.exception("rollback of %s did not finish", self.plan.vm)
+            return False
+
+    def _result(self, times: dict[str, float]) -> MigrationResult:
+        wire = sum(s["wire_sent"] + s["wire_received"] for s in self.copy_stats)
+        shared = [d.target for d in self.disks if d.kind == "shared"]
+        copied = [d.target for d in self.disks if d.kind == "local"]
+        words = [f"shut down on {self.src.name} in {format_duration(times['stopped'] - times['stop_begin'])}"]
+        if copied:
+            words.append(f"copied {', '.join(copied)} ({format_size(wire)} on the wire) in "
+                         f"{format_duration(times['copied'] - times['stopped'])}")
+        if shared:
+            words.append(f"{', '.join(shared)} on shared storage: no disk copy")
+        words.append(f"up on {self.dst.name} after {format_duration(times['up'] - times['copied'])}")
+        return MigrationResult(
+            kind="cold", strategy="cold", backend="libvirt", outcome=Outcome.COMPLETED,
+            total_time=times["up"] - self._t0, downtime=times["up"] - times["stop_begin"],
+            vm=self.plan.vm, source=self.src.name, destination=self.dst.name,
+            bytes_by_phase={"disk": wire}, message="; ".join(words) + "; awaiting confirm",
+            timeline=self.timeline, events=self.events, plan=self.plan.to_dict(),
+            extra={"phases": {"shutdown": times["stopped"] - times["stop_begin"],
+                              "disk": times["copied"] - times["stopped"],
+                              "boot": times["up"] - times["copied"]},
+                   "disks": self.copy_stats, "shared_disks": shared, "awaiting_confirm": True,
+                   "journal": str(self.journal.path)})
+
+
+from .finish import confirm, recover, revert  # noqa: E402  (re-exported: the flow's other half)
+
+__all__ = ["ColdOptions", "ColdPlan", "ColdMigration", "DiskMove", "confirm", "revert", "recover", "CRASH_ENV"]
