@@ -12,14 +12,13 @@ Real hosts (a Vagrant pair, two servers) are reached by URI; the local lab's by 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import InvalidInput, LabError, LabmigError
+from .errors import InvalidInput, LabmigError
 from .live.watchdog import HostUnresponsive, Watchdog, event_loop
 
 log = logging.getLogger(__name__)
@@ -38,6 +37,7 @@ class Host:
     name: str
     uri: str
     migration_address: str | None = None
+    peer: str | None = None        # URI the *other* host's daemon uses for this one (peer-to-peer)
     call_timeout: float = 15.0
     _conn: Any = field(default=None, repr=False, compare=False)
 
@@ -117,23 +117,22 @@ class Host:
         return f"tcp://{address}" if address else None
 
     def peer_uri(self) -> str:
-        return self.uri
+        """The URI the source's daemon dials for peer-to-peer migration."""
+        return self.peer or self.uri
 
 
-def lab_hosts() -> list[Host]:
-    """The local lab's hosts (by LABMIG_LAB), or [] when the lab code or a lab is missing."""
+def lab_hosts(lab: str | None = None) -> list[Host]:
+    """The local lab's hosts (lab name from ``lab`` or LABMIG_LAB); [] when that lab is not up."""
     try:
-        from . import lab as lab_module
+        from .lab.plan import make_plan
     except ImportError:
         return []
-    describe = getattr(lab_module, "migration_hosts", None)
-    if describe is None:
-        return []
     try:
-        return [Host(name=h["name"], uri=h["uri"], migration_address=h.get("address"))
-                for h in describe(os.environ.get("LABMIG_LAB") or None)]
-    except LabError:
+        plan = make_plan(lab)
+    except LabmigError:
         return []
+    return [Host(name=h.name, uri=h.uri, migration_address=h.link_addr, peer=h.migration_uri)
+            for h in plan.hosts if h.socket_outside.exists()]
 
 
 def resolve_host(spec: str) -> Host:
