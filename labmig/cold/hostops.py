@@ -163,7 +163,7 @@ def agent_for(side: ColdHost) -> Any:
 
 def copy_disk(src_path: str, agent: Any, dst_path: str, block_size: int, verify: str,
               on_progress: Callable[[int, int], None] | None = None, show_progress: bool = False) -> dict[str, Any]:
-    from ..remote.destination import remote_delta_copy
+    from ..remote.destination import copy_disk as remote_copy
 
-    return remote_delta_copy(src_path, agent, dst_path, block_size=block_size, verify=verify,
-                             on_progress=on_progress, show_progress=show_progress)
+    return remote_copy(src_path, agent, dst_path, block_size=block_size, verify=verify,
+                       on_progress=on_progress, show_progress=show_progress)

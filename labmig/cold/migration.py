@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from ..blockcopy import VERIFY_MODES
 from ..errors import InvalidInput, LabmigError, MigrationFailed, PrecheckFailed, VerifyFailed
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..units import format_duration, format_size, parse_duration, parse_size
@@ -45,7 +46,7 @@ class ColdOptions:
     shutdown_timeout: float = 60.0        # graceful ACPI shutdown, then forced off
     boot_timeout: float = 120.0           # guest up on the destination
     block_size: int = 64 * 1024
-    verify: str = "xxh3-128"              # or "sha256"
+    verify: str = "full"                  # blockcopy's verify mode: full, sha256 or fast
     ready_marker: str | None = None       # regex in the guest's console log meaning "up"
     auto_confirm: bool = False
     delete_source_disks: bool = False     # with confirm: remove the source's copies
@@ -56,8 +57,8 @@ class ColdOptions:
         self.block_size = parse_size(self.block_size)
         if self.shutdown_timeout < 0 or self.boot_timeout <= 0:
             raise InvalidInput("timeouts must be positive", "e.g. --shutdown-timeout 30s --boot-timeout 2min")
-        if self.verify not in ("xxh3-128", "sha256"):
-            raise InvalidInput(f"unknown verification digest {self.verify!r}", "use xxh3-128 or sha256")
+        if self.verify not in VERIFY_MODES:
+            raise InvalidInput(f"unknown verify mode {self.verify!r}", "use " + ", ".join(VERIFY_MODES))
         if self.ready_marker:
             try:
                 re.compile(self.ready_marker)
@@ -304,14 +305,12 @@ class ColdMigration:
 
         stats = copy_disk(self.src.local_path(disk.src), agent, disk.dst, self.opts.block_size,
                           self.opts.verify, progress, show_progress=self.progress)
-        stats["wire_sent"] = agent.bytes_sent - base_sent
-        stats["wire_received"] = agent.bytes_received - base_recv
         stats["target"] = disk.target
         self.copy_stats.append(stats)
-        self.journal.append(Step.DISK_COPIED, dst=disk.dst, digest=stats["digest"],
+        self.journal.append(Step.DISK_COPIED, dst=disk.dst, digest=stats["verify_digest"],
                             wire=stats["wire_sent"] + stats["wire_received"])
         self._event("disk-copied", f"{disk.target}: {format_size(stats['wire_sent'] + stats['wire_received'])} "
-                    f"on the wire for {format_size(disk.size)} ({stats['blocks_sent']} of {stats['blocks']} blocks sent)")
+                    f"on the wire for {format_size(disk.size)} ({stats['blocks_sent']} of {stats['blocks_total']} blocks sent)")
 
     def _console_log(self) -> tuple[str | None, int]:
         if not self.opts.ready_marker:

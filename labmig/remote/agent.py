@@ -7,22 +7,22 @@ through :class:`~labmig.remote.paths.ImagePolicy` first; files are opened with
 
     hello                       version, image dirs, free bytes
     stat path                   exists, size, allocated bytes, incomplete mark
-    open path size              create if missing, mark incomplete, set the size
+    open path size              create if missing, mark incomplete, set the size (old size back)
     digests path block_size seed [offset length]   per-block XXH3-128 (payload)
     write path offset + payload pwrite one extent
     zero path offset length     deallocate (or write zeros where holes are not possible)
     finish path                 fsync, then drop the incomplete mark
+    close path                  forget the open file
     verify path [algo]          digest of the whole file (xxh3-128 or sha256)
     remove path                 unlink a disk (confirm --delete-source-disks)
     netdev name                 whether a network device exists in this host's namespace
 
-The incomplete mark is a sidecar ``.NAME.incomplete`` beside the image, so an
-interrupted copy is never taken for a good one by a later run.
+The requests mirror :class:`labmig.blockcopy.Destination` one-to-one (same incomplete
+mark, same digest layout); the helper adds the path policy and ``O_NOFOLLOW``.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import socket
@@ -35,15 +35,12 @@ import numpy as np
 
 from .. import __version__
 from ..errors import LabmigError
+from ..blockcopy import incomplete_mark
 from .paths import ImagePolicy, PathRefused
 from .protocol import read_frame, write_frame
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 4 << 20
-
-
-def incomplete_mark(path: Path) -> Path:
-    return path.with_name(f".{path.name}.incomplete")
 
 
 class Agent:
@@ -120,7 +117,7 @@ class Agent:
         out = np.zeros((nblocks, core.DIGEST_WORDS), dtype=np.uint64)
         if nblocks:
             core.digest_file(fd, offset, length, bs, int(req["seed"]), out)
-        return {"nblocks": nblocks, "length": length}, out.tobytes()
+        return {"nblocks": nblocks, "length": length}, out.astype("<u8", copy=False).tobytes()
 
     def op_write(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         _, fd = self._fd(req["path"])
@@ -153,8 +150,15 @@ class Agent:
         return {}, b""
 
     def op_verify(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+        from ..blockcopy import stream_digest
+
         _, fd = self._fd(req["path"])
-        return {"digest": file_digest(fd, req.get("algo", "xxh3-128")), "algo": req.get("algo", "xxh3-128")}, b""
+        algo = req.get("algo", "xxh3-128")
+        return {"digest": stream_digest(fd, os.fstat(fd).st_size, algo), "algo": algo}, b""
+
+    def op_close(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+        self._close(self.policy.resolve(req["path"]))
+        return {}, b""
 
     def op_remove(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         path = self.policy.resolve(req["path"])
@@ -212,25 +216,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def file_digest(fd: int, algo: str = "xxh3-128") -> str:
-    """Whole-file digest, streamed: the same function runs on both sides for verification."""
-    if algo == "sha256":
-        h = hashlib.sha256()
-    elif algo == "xxh3-128":
-        import xxhash
-        h = xxhash.xxh3_128()
-    else:
-        raise LabmigError(f"unknown digest {algo!r}", "use xxh3-128 or sha256")
-    offset = 0
-    while True:
-        chunk = os.pread(fd, READ_CHUNK, offset)
-        if not chunk:
-            break
-        h.update(chunk)
-        offset += len(chunk)
-    return h.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
