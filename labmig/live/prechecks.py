@@ -71,6 +71,7 @@ class PrecheckReport:
     checks: list[Check] = field(default_factory=list)
     guest: GuestInfo | None = None
     block_migration: bool = False
+    shared_storage_proven: bool = False   # the probe file showed the disks' directories shared
     data_bytes: int = 0
 
     @property
@@ -369,6 +370,7 @@ def _check_storage(report: PrecheckReport, plan: LivePlan, source: Any, destinat
     probe = SharedStorageProbe(source, destination)
     verdicts = {os.path.dirname(d.path): probe.is_shared(os.path.dirname(d.path)) for d in disks}
     shared = all(v is True for v in verdicts.values())
+    report.shared_storage_proven = shared
     unknown = [d for d, v in verdicts.items() if v is None]
     wanted = plan.options.block_migration
     where = ", ".join(sorted(verdicts))

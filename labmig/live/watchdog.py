@@ -40,6 +40,8 @@ def event_loop() -> None:
         import libvirt
 
         libvirt.virEventRegisterDefaultImpl()
+        # libvirt prints every error to stderr by default; labmig reports them itself.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
         def run() -> None:
             while True:
