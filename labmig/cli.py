@@ -20,6 +20,8 @@ from .errors import LabmigError
 COMMAND_MODULES = (
     "labmig.commands.copy",
     "labmig.commands.migrate",
+    "labmig.commands.simulate",
+    "labmig.commands.lab",
 )
 
 

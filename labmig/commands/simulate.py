@@ -1,0 +1,253 @@
+"""``labmig simulate``: run a migration plan in the simulator, one run or a sweep.
+
+    register(subparsers)   adds the subcommand; every plan field and every
+                           strategy option is a ``--flag`` taking units
+    run(args)              builds the plan, runs it (or the sweep), prints a
+                           table, JSON, a timeline CSV and/or a plot
+
+Choices come from the registries (STRATEGIES, WORKLOADS); option flags come
+from the strategies' option dataclasses, so a new option shows up here alone.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput
+from ..model import MigrationResult
+from ..plan import PARAMETERS, Plan
+from ..sim import simulate
+from ..sim.workloads import WORKLOADS
+from ..strategies import STRATEGIES, option_fields
+from ..units import format_duration, format_size
+
+log = logging.getLogger(__name__)
+
+_PARAM_HELP = {
+    "memory": "guest RAM, e.g. 8GiB", "page-size": "page size, e.g. 4KiB", "vcpus": "vCPUs",
+    "disk-size": "disk size, e.g. 20GiB", "device-state": "device state sent in the pause, e.g. 1MiB",
+    "dirty-rate": "page writes per second in bytes, e.g. 200MiB/s", "wss": "writable working set, e.g. 1GiB",
+    "hot-fraction": "hotcold: share of the working set that is hot", "hot-share": "hotcold: share of writes on it",
+    "zero-fraction": "share of memory that is zero pages", "delta-fraction": "share of a page one rewrite changes",
+    "trace": "trace workload: JSON (interval, dirty_pages) or .npz (interval, bitmaps)",
+    "bandwidth": "link bandwidth, e.g. 10Gbit/s", "rtt": "round-trip time, e.g. 0.5ms",
+    "stream-limit": "bytes/s one migration stream can push (CPU bound), e.g. 1GiB/s",
+    "storage": "shared, or local (the disk moves too)", "disk-dirty-rate": "disk writes during migration, e.g. 20MiB/s",
+    "disk-bandwidth": "disk read/write speed, e.g. 500MiB/s",
+    "stale-fraction": "cold delta: share of disk blocks the destination lacks",
+    "seed": "random seed (runs are deterministic for a seed)", "max-time": "give up after this virtual time",
+}
+
+
+def _strategy_options() -> dict[str, tuple[dict[str, Any], list[str]]]:
+    """option name -> (metadata, strategies that take it)."""
+    table: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for sname, cls in STRATEGIES.items():
+        for name, _default, meta in option_fields(cls.Options):
+            table.setdefault(name, (meta, []))[1].append(sname)
+    return table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "simulate", help="simulate a live or cold migration at any scale",
+        description="Simulate a migration plan in virtual time (QEMU's pre-copy, post-copy, auto-converge, "
+                    "XBZRLE, Nova's policy, cold migration). Sizes take units (8GiB), rates too "
+                    "(10Gbit/s, 200MiB/s), durations (300ms).")
+    p.add_argument("--plan", metavar="FILE.json", help="start from this plan (flags override its fields)")
+    p.add_argument("--strategy", choices=list(STRATEGIES), help="migration strategy (default precopy)")
+    p.add_argument("--workload", choices=list(WORKLOADS), help="how the guest writes memory (default idle)")
+    for name, (_section, _attr, _parse) in PARAMETERS.items():
+        if name in ("strategy", "workload"):
+            continue
+        p.add_argument(f"--{name}", dest=f"param_{name}", metavar="VALUE", help=_PARAM_HELP.get(name))
+    group = p.add_argument_group("strategy options (QEMU / Nova names)")
+    for name, (meta, owners) in sorted(_strategy_options().items()):
+        flag = "--" + name.replace("_", "-")
+        owners_text = "all but cold" if len(owners) == len(STRATEGIES) - 1 and "cold" not in owners \
+            else ", ".join(owners)
+        help_text = f"{meta.get('help', '')} [{owners_text}]"
+        group.add_argument(flag, dest=f"opt_{name}", metavar="VALUE", help=help_text)
+    p.add_argument("--sweep", action="append", default=[], metavar="PARAM=a,b,c",
+                   help="run once per value (repeat for a grid) and print a comparison table; "
+                        "PARAM is a flag name without -- (e.g. bandwidth, dirty-rate, strategy, downtime-limit)")
+    p.add_argument("--json", action="store_true", help="print the result(s) as JSON")
+    p.add_argument("--csv", metavar="FILE.csv", help="write the timeline (one run) as CSV")
+    p.add_argument("--plot", metavar="FILE.png", help="plot the timeline (or the sweep) to a PNG")
+    p.add_argument("--show-plan", action="store_true", help="print the plan before the result")
+    p.set_defaults(func=run)
+
+
+def build_plan(args: argparse.Namespace) -> Plan:
+    if args.plan:
+        try:
+            plan = Plan.from_json(Path(args.plan).read_text())
+        except OSError as exc:
+            raise InvalidInput(f"cannot read plan {args.plan}: {exc.strerror}", "give an existing JSON file") from exc
+    else:
+        plan = Plan()
+    if args.strategy:
+        plan = plan.with_param("strategy", args.strategy)
+    if args.workload:
+        plan = plan.with_param("workload", args.workload)
+    for name in PARAMETERS:
+        value = getattr(args, f"param_{name}", None)
+        if value is not None:
+            plan = plan.with_param(name, value)
+    options = dict(plan.options)
+    for name in _strategy_options():
+        value = getattr(args, f"opt_{name}", None)
+        if value is not None:
+            options[name] = value
+    return replace(plan, options=options).validated()
+
+
+def parse_sweeps(specs: list[str]) -> list[tuple[str, list[str]]]:
+    sweeps = []
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name or not items:
+            raise InvalidInput(f"cannot read --sweep {spec!r}", "write it like --sweep bandwidth=1Gbit/s,10Gbit/s")
+        name = name.strip().lstrip("-")
+        known_opts = _strategy_options()
+        if name.replace("-", "_") not in known_opts and name.replace("_", "-") not in PARAMETERS:
+            raise InvalidInput(f"--sweep: unknown parameter {name!r}",
+                               "use a plan flag (memory, dirty-rate, bandwidth, strategy …) or a strategy option")
+        sweeps.append((name, items))
+    return sweeps
+
+
+def _check_options(plan: Plan, sweeping_strategy: bool) -> None:
+    """Reject an option the chosen strategy does not take (unless strategies are swept)."""
+    owners = _strategy_options()
+    for name in plan.options:
+        key = name.replace("-", "_")
+        if key not in owners:
+            raise InvalidInput(f"unknown option {name!r}", "see `labmig simulate --help` for strategy options")
+        if not sweeping_strategy and plan.strategy not in owners[key][1]:
+            raise InvalidInput(f"option --{key.replace('_', '-')} does not apply to strategy {plan.strategy!r}",
+                               f"it belongs to: {', '.join(owners[key][1])}")
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = build_plan(args)
+    sweeps = parse_sweeps(args.sweep)
+    sweeping_strategy = any(name == "strategy" for name, _ in sweeps)
+    _check_options(plan, sweeping_strategy)
+    if args.show_plan and not args.json:
+        print(plan.describe())
+        print()
+    if not sweeps:
+        result = simulate(plan)
+        if args.json:
+            print(result.to_json())
+        else:
+            print_result(result)
+        if args.csv:
+            Path(args.csv).write_text(result.timeline_csv())
+        if args.plot:
+            plot_timeline(result, args.plot)
+        return 0
+    rows: list[tuple[dict[str, str], MigrationResult]] = []
+    for combo in itertools.product(*[[(name, v) for v in values] for name, values in sweeps]):
+        p = plan
+        for name, value in combo:
+            p = p.with_param(name, value)
+        rows.append((dict(combo), simulate(p, strict=not sweeping_strategy)))
+    if args.json:
+        print(json.dumps([{"params": params, "result": r.to_dict()} for params, r in rows], indent=2))
+    else:
+        print_sweep(rows)
+    if args.plot:
+        plot_sweep(rows, args.plot)
+    if args.csv:
+        raise InvalidInput("--csv writes one run's timeline", "drop --sweep, or use --json for a sweep")
+    return 0
+
+
+def print_result(result: MigrationResult, out: Any = None) -> None:
+    out = out or sys.stdout
+    rows = result.summary_rows()
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}", file=out)
+
+
+def sweep_table(rows: list[tuple[dict[str, str], MigrationResult]]) -> list[list[str]]:
+    names = list(rows[0][0]) if rows else []
+    table = [names + ["outcome", "total", "downtime", "sent", "passes", "faults", "throttle"]]
+    for params, r in rows:
+        table.append([params[n] for n in names] + [
+            str(r.outcome), format_duration(r.total_time), format_duration(r.downtime),
+            format_size(r.bytes_total), str(r.iterations), str(r.postcopy_faults),
+            f"{r.max_throttle_pct:.0f} %" if r.max_throttle_pct else "-"])
+    return table
+
+
+def print_sweep(rows: list[tuple[dict[str, str], MigrationResult]], out: Any = None) -> None:
+    out = out or sys.stdout
+    table = sweep_table(rows)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for k, row in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
+        if k == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+
+
+def plot_timeline(result: MigrationResult, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    t = [p.t for p in result.timeline]
+    ax1.step([0.0] + t, [result.memory_bytes / 2**20] + [p.remaining_bytes / 2**20 for p in result.timeline],
+             where="post", label="pending")
+    ax1.set_ylabel("pending (MiB)")
+    ax1.set_title(f"{result.strategy}: {result.outcome}, total {format_duration(result.total_time)}, "
+                  f"downtime {format_duration(result.downtime)}")
+    if any(p.throttle_pct for p in result.timeline):
+        ax1b = ax1.twinx()
+        ax1b.step(t, [p.throttle_pct for p in result.timeline], where="post", color="tab:red", label="throttle")
+        ax1b.set_ylabel("CPU throttle (%)")
+    ax2.plot(t, [p.bytes_sent_total / 2**20 for p in result.timeline], marker=".")
+    ax2.set_ylabel("sent (MiB, cumulative)")
+    ax2.set_xlabel("time (s)")
+    for e in result.events:
+        if e.kind in ("switchover", "postcopy-start", "completion-timeout"):
+            for ax in (ax1, ax2):
+                ax.axvline(e.t, color="grey", linestyle=":")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_sweep(rows: list[tuple[dict[str, str], MigrationResult]], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [", ".join(params.values()) for params, _ in rows]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, len(rows) * 0.6), 6), sharex=True)
+    x = range(len(rows))
+    ax1.bar([i - 0.2 for i in x], [r.total_time for _, r in rows], width=0.4, label="total time")
+    ax1.bar([i + 0.2 for i in x], [r.downtime for _, r in rows], width=0.4, label="downtime")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("seconds")
+    ax1.legend()
+    ax2.bar(list(x), [r.bytes_total / 2**30 for _, r in rows],
+            color=["tab:green" if r.completed else "tab:red" for _, r in rows])
+    ax2.set_ylabel("GiB sent (red: not completed)")
+    ax2.set_xticks(list(x))
+    ax2.set_xticklabels(labels, rotation=45, ha="right")
+    ax2.set_xlabel(", ".join(rows[0][0]) if rows else "")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

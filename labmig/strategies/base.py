@@ -1,0 +1,113 @@
+"""What every strategy shares: the base class and the option helpers.
+
+    Strategy          a named migration policy with an ``Options`` dataclass;
+                      ``simulate(plan)`` runs it in the simulator
+    option()          a dataclass field with a unit ("size", "rate", "duration",
+                      "bool", "int", "float", "choice") and a help line
+    build_options()   an options object from a plain mapping, units parsed
+
+Option names follow QEMU's migration parameters and Nova's settings where one
+exists (downtime_limit, max_bandwidth, cpu_throttle_initial, xbzrle_cache_size,
+multifd_channels, live_migration_completion_timeout …), so the libvirt backend
+can map the same objects onto libvirt flags and parameters.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar
+
+from ..errors import InvalidInput
+from ..model import MigrationResult
+from ..plan import Plan
+from ..units import parse_duration, parse_rate, parse_size
+
+
+def option(default: Any, unit: str = "float", help: str = "", choices: tuple[str, ...] = ()) -> Any:
+    """A field of an options dataclass, described for the CLI and widgets."""
+    return field(default=default, metadata={"unit": unit, "help": help, "choices": choices})
+
+
+def parse_option(unit: str, name: str, value: Any, choices: tuple[str, ...] = ()) -> Any:
+    if value is None:
+        return None
+    try:
+        if unit == "size":
+            return parse_size(value)
+        if unit == "rate":
+            return parse_rate(value)
+        if unit == "duration":
+            return parse_duration(value)
+        if unit == "int":
+            return int(value)
+        if unit == "float":
+            return float(value)
+        if unit == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if unit == "choice":
+            if value not in choices:
+                raise InvalidInput(f"option {name} = {value!r} is not one of {', '.join(choices)}",
+                                   f"choose one of: {', '.join(choices)}")
+            return value
+    except InvalidInput:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"cannot read option {name} = {value!r}", f"it must be a {unit}") from exc
+    return value
+
+
+def build_options(cls: type, mapping: dict[str, Any] | None, strict: bool = True) -> Any:
+    """``cls(**mapping)`` with units parsed; unknown names are an error when ``strict``."""
+    mapping = {k.replace("-", "_"): v for k, v in (mapping or {}).items()}
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(mapping) - set(known))
+    if unknown and strict:
+        raise InvalidInput(f"unknown option(s) {', '.join(unknown)} for this strategy",
+                           f"its options are: {', '.join(known) or '(none)'}")
+    kwargs = {}
+    for name, value in mapping.items():
+        if name in known:
+            meta = known[name].metadata
+            kwargs[name] = parse_option(meta.get("unit", "float"), name, value, meta.get("choices", ()))
+    return cls(**kwargs)
+
+
+def option_fields(cls: type) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(name, default, metadata) of every option of ``cls``."""
+    out = []
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else None
+        out.append((f.name, default, dict(f.metadata)))
+    return out
+
+
+@dataclass
+class NoOptions:
+    pass
+
+
+class Strategy:
+    """A migration policy. Subclasses set name, kind, description and Options."""
+
+    name: ClassVar[str] = "base"
+    kind: ClassVar[str] = "live"
+    description: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None) -> None:
+        if options is None or isinstance(options, dict):
+            options = build_options(self.Options, options)
+        self.options = options
+        self.check()
+
+    def check(self) -> None:
+        """Raise InvalidInput when the options contradict each other."""
+
+    def simulate(self, plan: Plan, track_versions: bool = False) -> MigrationResult:
+        raise NotImplementedError

@@ -1,0 +1,144 @@
+"""Pre-copy, the default live migration, and the loop the other live strategies reuse.
+
+    PrecopyOptions   downtime_limit, max_bandwidth, zero_page_detection, stop rule
+    Precopy          passes until QEMU's switch-over rule holds, then stop-and-copy
+
+QEMU's rule: after each sync, switch over when the pending RAM is below the
+threshold ``measured bandwidth × downtime_limit``; the pause then sends what is
+pending (and the device state). QEMU itself never gives up; the simulator calls
+a run "did not converge" when the pending volume has not dropped 5 % below its
+best for ``stall_passes`` passes (the dirty set outruns the link), or after
+``max_iterations`` passes or the plan's ``max_time``.
+
+The classic Xen rules (``stop_rule="xen"``) stop iterating after 29 passes,
+when fewer than 50 pages are pending, or once 3× the memory has been sent, and
+then stop-and-copy whatever is left: always completes, sometimes with a long
+pause.
+
+Subclasses hook in at ``prepare`` (schedule agenda events), ``after_sync``
+(auto-converge's throttle), ``decide`` (switch-over / post-copy / give up) and
+``make_engine`` (compression).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from ..model import MigrationResult, Outcome
+from ..plan import Plan
+from ..sim.engine import LiveEngine, PassRecord
+from ..units import format_duration, format_rate, format_size
+from .base import Strategy, option
+
+
+@dataclass
+class PrecopyOptions:
+    downtime_limit: float = option(0.3, "duration", "longest pause allowed at switch-over (QEMU downtime-limit)")
+    max_bandwidth: float = option(0.0, "rate", "cap on migration throughput; 0 = the link (QEMU max-bandwidth)")
+    zero_page_detection: bool = option(True, "bool", "send zero pages as a header only (QEMU does by default)")
+    stop_rule: str = option("qemu", "choice", "qemu: pending < bandwidth x downtime_limit; xen: Xen's 3 rules",
+                            choices=("qemu", "xen"))
+    xen_max_iterations: int = option(29, "int", "xen rule: stop after this many passes")
+    xen_min_pages: int = option(50, "int", "xen rule: stop when fewer pages than this are pending")
+    xen_max_factor: float = option(3.0, "float", "xen rule: stop once this many times the memory was sent")
+    stall_passes: int = option(5, "int", "call it non-converging after this many passes without progress")
+    max_iterations: int = option(1000, "int", "give up after this many passes")
+
+
+class Precopy(Strategy):
+    name = "precopy"
+    kind = "live"
+    description = "iterative pre-copy; switch over when pending < bandwidth x downtime limit"
+    Options = PrecopyOptions
+
+    # -- hooks ---------------------------------------------------------------
+    def make_engine(self, plan: Plan, track_versions: bool) -> LiveEngine:
+        o = self.options
+        return LiveEngine(plan, max_bandwidth=o.max_bandwidth, zero_page_detection=o.zero_page_detection,
+                          track_versions=track_versions)
+
+    def prepare(self, eng: LiveEngine) -> str:
+        """Before the first pass; returns the first verdict ("continue" or "postcopy")."""
+        return "continue"
+
+    def after_sync(self, eng: LiveEngine, rec: PassRecord) -> None:
+        """Called after every sync, before ``decide``."""
+
+    def converged(self, eng: LiveEngine, rec: PassRecord) -> bool:
+        o = self.options
+        if o.stop_rule == "xen":
+            sent = sum(eng.totals.bytes_by_phase.values())
+            return (rec.pending_pages < o.xen_min_pages or eng.iterations >= o.xen_max_iterations
+                    or sent >= o.xen_max_factor * eng.plan.vm.memory)
+        return rec.pending_pages == 0 or rec.pending_pages * eng.page < self.threshold(eng, rec)
+
+    def threshold(self, eng: LiveEngine, rec: PassRecord) -> float:
+        """QEMU's threshold_size: the bandwidth measured while sending × downtime_limit."""
+        measured = rec.wire_bytes / rec.duration if rec.duration > 0 and rec.wire_bytes else eng.bandwidth
+        return measured * eng.downtime_limit
+
+    def decide(self, eng: LiveEngine, rec: PassRecord) -> str:
+        if self.converged(eng, rec):
+            return "complete"
+        o = self.options
+        if rec.pending_pages < 0.95 * self._best:
+            self._best, self._since_best = rec.pending_pages, 0
+        else:
+            self._since_best += 1
+        if (self._since_best >= o.stall_passes or eng.iterations >= o.max_iterations
+                or eng.now >= eng.plan.max_time):
+            return self.not_converging(eng, rec)
+        return "continue"
+
+    def not_converging(self, eng: LiveEngine, rec: PassRecord) -> str:
+        return "giveup"
+
+    # -- the loop ------------------------------------------------------------
+    def simulate(self, plan: Plan, track_versions: bool = False) -> MigrationResult:
+        eng = self.make_engine(plan, track_versions)
+        eng.downtime_limit = self.options.downtime_limit
+        self.engine = eng
+        self._best, self._since_best = math.inf, 0
+        if not plan.storage.shared:
+            size = plan.vm.disk_size
+            if not eng.mirror_disk(size, plan.storage.disk_dirty_rate, plan.storage.disk_bandwidth):
+                return eng.result(self.name, Outcome.DID_NOT_CONVERGE,
+                                  f"did not converge: the guest writes its disk at "
+                                  f"{format_rate(plan.storage.disk_dirty_rate)}, faster than the mirror copies")
+        verdict = self.prepare(eng)
+        rec: Optional[PassRecord] = None
+        while verdict == "continue":
+            rec = eng.run_pass()
+            if rec.interrupted:
+                verdict = eng.interrupt or "abort"
+                break
+            self.after_sync(eng, rec)
+            verdict = self.decide(eng, rec)
+        return self.finish(eng, verdict, rec)
+
+    def finish(self, eng: LiveEngine, verdict: str, rec: Optional[PassRecord]) -> MigrationResult:
+        passes = eng.iterations
+        if verdict in ("complete", "pause"):
+            how = "paused by the completion timeout; " if verdict == "pause" else ""
+            downtime = eng.stop_and_copy()
+            return eng.result(self.name, Outcome.COMPLETED,
+                              f"completed: {how}{passes} passes, then {format_duration(downtime)} of downtime")
+        if verdict == "postcopy":
+            eng.postcopy(getattr(self.options, "postcopy_step", 0.1))
+            t = eng.totals
+            return eng.result(self.name, Outcome.COMPLETED,
+                              f"completed in post-copy after {passes} pre-copy passes: "
+                              f"{t.postcopy_faults} remote faults, guest waited {format_duration(t.fault_wait_time)}")
+        if verdict == "abort":
+            return eng.result(self.name, Outcome.ABORTED,
+                              f"aborted at {format_duration(eng.now)} by the completion timeout; "
+                              "the VM keeps running on the source")
+        assert rec is not None
+        threshold = self.threshold(eng, rec)
+        dirty = rec.pages_dirtied * eng.page / rec.duration if rec.duration > 0 else 0.0
+        return eng.result(self.name, Outcome.DID_NOT_CONVERGE,
+                          f"did not converge: after {passes} passes {format_size(rec.pending_pages * eng.page)} "
+                          f"stayed pending, above the switch-over threshold {format_size(threshold)} "
+                          f"(bandwidth x downtime limit); the guest dirtied {format_rate(dirty)} of pages "
+                          f"against {format_rate(eng.bandwidth)} of bandwidth")
