@@ -98,12 +98,12 @@ cdef extern from *:
     }
 
     /* Digests of the blocks of fd in [offset, offset+len), read with pread in
-       chunks that fit in L2, one chunk per thread at a time. Returns 0, or an
+       chunks of about 1 MiB, one chunk per thread at a time. Returns 0, or an
        errno; *got is the number of bytes actually there (short when EOF came
        early, in which case missing blocks are left untouched). */
     static int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_t seed,
                             uint64_t *dig, uint64_t *zero_words, int nthreads, int64_t *got) {
-        int64_t per_chunk = bs >= (256 << 10) ? 1 : (256 << 10) / bs;
+        int64_t per_chunk = bs >= (1024 << 10) ? 1 : (1024 << 10) / bs;
         int64_t chunk = per_chunk * bs;
         int64_t nchunks = (len + chunk - 1) / chunk;
         int err = 0;

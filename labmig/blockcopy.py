@@ -1,0 +1,544 @@
+"""Delta copy of disk images: the destination's digests come in, changed extents go out.
+
+    delta_copy(src, dst, block_size=64 KiB, verify="fast", progress=None) -> CopyStats
+    Destination        the interface a destination implements (below)
+    LocalDestination   a regular file or block device on this host
+    CopyStats          what a copy did: blocks matched / sent / zero, bytes on the wire, time
+    incomplete_mark(path), is_incomplete(path)   the "not yet verified" sidecar
+
+How a copy goes (the sender owns the source; the destination may be remote):
+
+1. ``dst.open(size)``: the destination marks itself incomplete, creates the
+   image if needed and grows or shrinks it to the source's size (a grown tail
+   is a hole).
+2. Window by window (a bounded number of blocks, so memory stays bounded
+   whatever the image size): ``dst.digests(offset, length, block_size, seed)``
+   returns one XXH3-128 digest per block; the sender digests the same source
+   range with the same per-transfer random seed (a guest cannot plant matching
+   blocks in advance), compares, and sends the changed blocks as extents:
+   ``dst.write(offset, data)`` for data and ``dst.zero(offset, length)`` for
+   blocks that are all zero in the source (a hole where the file system allows).
+   Each source block sent is hashed again as it is read and must still match its
+   digest, so a source written to during the copy is reported
+   (:class:`~labmig.errors.SourceChanged`), never copied half-old.
+3. Verify, by ``verify``:
+   ``"fast"``  the destination re-digests every extent it was sent (read back
+               from the image) and each must equal the source's digest; the
+               other blocks already matched in step 2. The result is a digest of
+               the image's block digests.
+   ``"full"``  both sides hash the whole image again (XXH3-128, streamed).
+   ``"sha256"`` both sides hash the whole image again with SHA-256.
+4. ``dst.finish()``: fsync, then drop the incomplete mark. An interrupted copy
+   keeps its mark; a rerun digests again and sends only what still differs.
+
+The destination interface — everything crossing it is plain ``bytes``, ``int``,
+``str`` or ``dict``, so it maps one-to-one onto request/reply frames of a helper
+on another host; the sender counts those bytes as ``bytes_on_wire``:
+
+    stat() -> {"exists": bool, "size": int, "incomplete": bool, "free": int}
+    open(size) -> old size        mark incomplete, create, set the size to ``size``
+    digests(offset, length, block_size, seed) -> bytes
+                                  16 bytes per block: XXH3-128 (low, high) as
+                                  little-endian uint64 (core.digest_file layout)
+    write(offset, data) -> None   one data extent
+    zero(offset, length) -> None  make a range read as zeros (punch a hole, or write zeros)
+    verify(algo) -> str           hex digest of the first ``size`` bytes, algo
+                                  "xxh3-128" or "sha256", read from the image
+    finish() -> None              fsync; only then drop the incomplete mark
+    close() -> None
+    name: str                     for messages
+
+Errors a destination raises should be :class:`~labmig.errors.CopyError` (or
+``OSError``, which the sender wraps into one).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import secrets
+import stat as stat_mod
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import xxhash
+
+from . import core
+from .errors import CopyError, InvalidInput, SourceChanged, VerifyFailed
+from .units import format_rate, format_size, parse_size
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK = 64 << 10
+VERIFY_MODES = ("fast", "full", "sha256")
+WINDOW_BYTES = 512 << 20      # image bytes digested per round trip
+MAX_EXTENT = 8 << 20          # largest data extent read and sent at once
+REQUEST_BYTES = 16            # wire cost of a request header (op, offset, length)
+DIGEST_BYTES = 16             # wire cost of one block digest
+_READ_CHUNK = 4 << 20
+
+ProgressFn = Callable[[int, int], None]
+
+
+def check_block_size(value: int | str) -> int:
+    """Bytes from ``value`` ('64KiB', 65536); a power of two from 4 KiB to 16 MiB."""
+    size = parse_size(value)
+    if size < core.MIN_BLOCK or size > core.MAX_BLOCK or size & (size - 1):
+        raise InvalidInput(f"block size {value!r} is not a power of two between 4 KiB and 16 MiB",
+                           "use e.g. --block-size 64KiB (the default), 4KiB or 1MiB")
+    return size
+
+
+def incomplete_mark(path: str | os.PathLike[str]) -> Path:
+    """The sidecar that says an image is being written and not yet verified."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.incomplete")
+
+
+def is_incomplete(path: str | os.PathLike[str]) -> bool:
+    return incomplete_mark(path).exists()
+
+
+@dataclass
+class CopyStats:
+    """What one delta copy did. ``bytes_on_wire`` counts what would cross a network."""
+
+    source: str
+    destination: str
+    size: int
+    block_size: int
+    blocks_total: int = 0
+    blocks_matched: int = 0
+    blocks_sent: int = 0
+    blocks_zero: int = 0
+    extents: int = 0
+    bytes_sent: int = 0
+    bytes_on_wire: int = 0
+    old_size: int = 0
+    seconds: float = 0.0
+    verify: str = "fast"
+    verify_digest: str = ""
+    core: str = field(default_factory=lambda: core.IMPLEMENTATION)
+
+    @property
+    def throughput(self) -> float:
+        """Image bytes per second."""
+        return self.size / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["throughput"] = self.throughput
+        return d
+
+    def summary(self) -> str:
+        """rsync --stats style lines."""
+        return "\n".join([
+            f"Image size: {self.size:,} bytes ({format_size(self.size)}), block size {format_size(self.block_size)}",
+            f"Blocks: {self.blocks_total:,} total, {self.blocks_matched:,} matched, "
+            f"{self.blocks_sent:,} sent, {self.blocks_zero:,} zeroed",
+            f"Extents sent: {self.extents:,}; data sent: {self.bytes_sent:,} bytes",
+            f"Bytes that would cross the wire: {self.bytes_on_wire:,} ({format_size(self.bytes_on_wire)})",
+            f"Time: {self.seconds:.3f} s; throughput {format_size(self.throughput)}/s ({format_rate(self.throughput)})",
+            f"Verified ({self.verify}): {self.verify_digest}",
+        ])
+
+
+class Destination(Protocol):
+    """See the module docstring: the seam a remote destination implements."""
+
+    name: str
+
+    def stat(self) -> dict[str, Any]: ...
+    def open(self, size: int) -> int: ...
+    def digests(self, offset: int, length: int, block_size: int, seed: int) -> bytes: ...
+    def write(self, offset: int, data: bytes | memoryview) -> None: ...
+    def zero(self, offset: int, length: int) -> None: ...
+    def verify(self, algo: str) -> str: ...
+    def finish(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def stream_digest(fd: int, size: int, algo: str) -> str:
+    """Hex digest of the first ``size`` bytes of ``fd``; the same on both sides of a copy."""
+    if algo == "sha256":
+        h: Any = hashlib.sha256()
+    elif algo == "xxh3-128":
+        h = xxhash.xxh3_128()
+    else:
+        raise InvalidInput(f"unknown digest {algo!r}", "use xxh3-128 or sha256")
+    buf = bytearray(_READ_CHUNK)
+    view = memoryview(buf)
+    offset = 0
+    while offset < size:
+        n = os.preadv(fd, [view[:min(_READ_CHUNK, size - offset)]], offset)
+        if n <= 0:
+            break
+        h.update(view[:n])
+        offset += n
+    return h.hexdigest()
+
+
+def _device_size(fd: int) -> int:
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
+class LocalDestination:
+    """A regular file or block device on this host, behind the destination interface."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self.fd: int | None = None
+        self.size = 0
+        self.is_device = False
+
+    def __enter__(self) -> "LocalDestination":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stat(self) -> dict[str, Any]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return {"exists": False, "size": 0, "incomplete": False, "free": _free(self.path.parent)}
+        size = st.st_size
+        if stat_mod.S_ISBLK(st.st_mode):
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                size = _device_size(fd)
+            finally:
+                os.close(fd)
+        return {"exists": True, "size": size, "incomplete": is_incomplete(self.path),
+                "free": _free(self.path.parent)}
+
+    def open(self, size: int) -> int:
+        mark = incomplete_mark(self.path)
+        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        st = os.fstat(self.fd)
+        self.is_device = stat_mod.S_ISBLK(st.st_mode)
+        old = _device_size(self.fd) if self.is_device else st.st_size
+        if self.is_device:
+            if old < size:
+                raise CopyError(f"block device {self.name} holds {old:,} bytes, the image needs {size:,}",
+                                "use a device at least as large as the source image")
+        elif old != size:
+            os.ftruncate(self.fd, size)
+        _fsync_dir(self.path.parent)
+        self.size = size
+        return old
+
+    def _require(self) -> int:
+        if self.fd is None:
+            raise CopyError(f"{self.name} is not open", "call open(size) first")
+        return self.fd
+
+    def digests(self, offset: int, length: int, block_size: int, seed: int) -> bytes:
+        fd = self._require()
+        length = max(0, min(length, self.size - offset))
+        n = (length + block_size - 1) // block_size
+        out = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
+        if n:
+            got = core.digest_file(fd, offset, length, block_size, seed, out)
+            if got != length:
+                raise CopyError(f"{self.name} ended at {offset + got:,} bytes, expected {offset + length:,}",
+                                "something else is changing the destination; stop it and run again")
+        return out.astype("<u8", copy=False).tobytes()
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        fd = self._require()
+        view = memoryview(data).cast("B")
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def zero(self, offset: int, length: int) -> None:
+        fd = self._require()
+        if not self.is_device and core.punch_hole(fd, offset, length):
+            return
+        zeros = bytes(min(length, _READ_CHUNK))
+        end = offset + length
+        while offset < end:
+            offset += os.pwrite(fd, zeros[:end - offset], offset)
+
+    def verify(self, algo: str) -> str:
+        return stream_digest(self._require(), self.size, algo)
+
+    def finish(self) -> None:
+        os.fsync(self._require())  # an fsync error aborts: it is never retried until it "succeeds"
+        mark = incomplete_mark(self.path)
+        if mark.exists():
+            mark.unlink()
+            _fsync_dir(self.path.parent)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _free(directory: Path) -> int:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- the sender
+
+
+def _open_source(src: Path) -> tuple[int, os.stat_result, int]:
+    try:
+        st = os.stat(src)
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"source {src} does not exist", "check the path of the image to copy") from exc
+    except PermissionError as exc:
+        raise InvalidInput(f"source {src} cannot be read: permission denied", "run as a user who can read it") from exc
+    if stat_mod.S_ISDIR(st.st_mode):
+        raise InvalidInput(f"source {src} is a directory", "give the path of a disk image file or block device")
+    if not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISBLK(st.st_mode)):
+        raise InvalidInput(f"source {src} is not a regular file or block device", "give a disk image file or device")
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)  # the source is never opened for writing
+    except PermissionError as exc:
+        raise InvalidInput(f"source {src} cannot be read: permission denied", "run as a user who can read it") from exc
+    size = _device_size(fd) if stat_mod.S_ISBLK(st.st_mode) else st.st_size
+    return fd, os.fstat(fd), size
+
+
+def _check_destination_path(src_st: os.stat_result, dst: Path) -> None:
+    if dst.is_dir():
+        raise InvalidInput(f"destination {dst} is a directory", "give the path of the image file to write")
+    if not dst.parent.is_dir():
+        raise InvalidInput(f"the directory of destination {dst} does not exist", "create it first")
+    try:
+        dst_st = os.stat(dst)
+    except FileNotFoundError:
+        return
+    if (dst_st.st_dev, dst_st.st_ino) == (src_st.st_dev, src_st.st_ino) or (
+            stat_mod.S_ISBLK(dst_st.st_mode) and dst_st.st_rdev == src_st.st_rdev and src_st.st_rdev):
+        raise InvalidInput(f"source and destination are the same file ({dst})",
+                           "give a different destination path")
+
+
+def _unchanged(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) == (b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino)
+
+
+class _Sender:
+    """One copy in progress: source side state, the window loop and the wire count."""
+
+    def __init__(self, src_path: Path, fd: int, size: int, dst: Destination, block_size: int,
+                 stats: CopyStats, verify: str) -> None:
+        self.src_path, self.fd, self.size, self.dst = src_path, fd, size, dst
+        self.bs, self.stats, self.verify = block_size, stats, verify
+        self.seed = secrets.randbits(64)
+        self.image_digest = xxhash.xxh3_128(seed=self.seed)
+        self.buf = bytearray(max(MAX_EXTENT, block_size))
+        self.written: list[tuple[int, int, np.ndarray]] = []  # this window's (offset, length, digests)
+
+    def wire(self, n: int) -> None:
+        self.stats.bytes_on_wire += n
+
+    def run_window(self, offset: int, length: int) -> None:
+        bs = self.bs
+        n = (length + bs - 1) // bs
+        self.wire(REQUEST_BYTES)
+        raw = self.dst.digests(offset, length, bs, self.seed)
+        self.wire(len(raw))
+        if len(raw) != n * DIGEST_BYTES:
+            raise CopyError(f"{self.dst.name} sent {len(raw)} bytes of digests for {n} blocks",
+                            "both sides must run the same labmig version")
+        theirs = np.frombuffer(raw, dtype="<u8").astype(np.uint64, copy=False).reshape(n, core.DIGEST_WORDS)
+        ours = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
+        zero = core.new_bitmap(n)
+        got = core.digest_file(self.fd, offset, length, bs, self.seed, ours, zero)
+        if got != length:
+            raise SourceChanged(f"source {self.src_path} ended at {offset + got:,} bytes while it was copied "
+                                f"(it had {self.size:,})", "stop whatever writes the image (shut the VM down), then copy again")
+        self.image_digest.update(ours.astype("<u8", copy=False).tobytes())
+        changed = core.new_bitmap(n)
+        nchanged = core.compare_digests(ours, theirs, changed)
+        self.stats.blocks_total += n
+        self.stats.blocks_matched += n - nchanged
+        if nchanged:
+            zero_changed = changed.copy()
+            np.bitwise_and(zero_changed, zero, out=zero_changed)
+            core.bitmap_andnot(changed, zero_changed)
+            self._send_runs(offset, n, zero_changed, ours, is_zero=True)
+            self._send_runs(offset, n, changed, ours, is_zero=False)
+            if self.verify == "fast":
+                self.verify_written()
+            self.written.clear()
+
+    def _send_runs(self, offset: int, n: int, bitmap: np.ndarray, ours: np.ndarray, is_zero: bool) -> None:
+        bs = self.bs
+        starts, lengths = np.empty(1024, np.int64), np.empty(1024, np.int64)
+        pos = 0
+        while pos < n:
+            count, pos = core.bit_runs(bitmap, n, pos, starts, lengths)
+            for first, nblocks in zip(starts[:count].tolist(), lengths[:count].tolist()):
+                byte_off = offset + first * bs
+                byte_len = min(nblocks * bs, self.size - byte_off)
+                if is_zero:
+                    self.wire(REQUEST_BYTES)
+                    self.dst.zero(byte_off, byte_len)
+                    self.stats.blocks_zero += nblocks
+                    self.stats.extents += 1
+                    self.written.append((byte_off, byte_len, ours[first:first + nblocks].copy()))
+                else:
+                    self._send_data(byte_off, byte_len, ours[first:first + nblocks])
+
+    def _send_data(self, byte_off: int, byte_len: int, digests: np.ndarray) -> None:
+        bs, per = self.bs, len(self.buf) // self.bs * self.bs
+        done = 0
+        while done < byte_len:
+            part = min(per, byte_len - done)
+            view = memoryview(self.buf)[:part]
+            got = 0
+            while got < part:
+                r = os.preadv(self.fd, [view[got:]], byte_off + done + got)
+                if r <= 0:
+                    break
+                got += r
+            first = done // bs
+            nb = (part + bs - 1) // bs
+            check = np.zeros((nb, core.DIGEST_WORDS), dtype=np.uint64)
+            if got == part:
+                core.digest_buffer(view, bs, self.seed, check)
+            if got < part or not np.array_equal(check, digests[first:first + nb]):
+                raise SourceChanged(f"source {self.src_path} changed while it was copied "
+                                    f"(near byte {byte_off + done:,})",
+                                    "stop whatever writes the image (shut the VM down), then copy again")
+            self.wire(REQUEST_BYTES + part)
+            self.dst.write(byte_off + done, view)
+            self.stats.blocks_sent += nb
+            self.stats.bytes_sent += part
+            done += part
+        self.stats.extents += 1
+        self.written.append((byte_off, byte_len, digests.copy()))
+
+    def verify_written(self) -> None:
+        """Each extent of this window, read back by the destination, must equal the source's digests."""
+        for byte_off, byte_len, digests in self.written:
+            self.wire(REQUEST_BYTES)
+            raw = self.dst.digests(byte_off, byte_len, self.bs, self.seed)
+            self.wire(len(raw))
+            back = np.frombuffer(raw, dtype="<u8").reshape(-1, core.DIGEST_WORDS)
+            if not np.array_equal(back, digests):
+                bad = next((i for i in range(min(len(back), len(digests)))
+                            if not np.array_equal(back[i], digests[i])), min(len(back), len(digests)))
+                raise VerifyFailed(f"{self.dst.name} does not hold what was written at byte "
+                                   f"{byte_off + bad * self.bs:,}",
+                                   "the destination storage may be failing; check it and copy again")
+
+    def verify_whole(self, algo: str) -> str:
+        result: dict[str, Any] = {}
+
+        def ours() -> None:
+            try:
+                result["src"] = stream_digest(self.fd, self.size, algo)
+            except BaseException as exc:  # handed to the main thread below
+                result["err"] = exc
+
+        t = threading.Thread(target=ours, name="labmig-verify-src")
+        t.start()
+        try:
+            self.wire(REQUEST_BYTES)
+            theirs = self.dst.verify(algo)
+            self.wire(len(theirs))
+        finally:
+            t.join()
+        if "err" in result:
+            raise result["err"]
+        if theirs != result["src"]:
+            raise VerifyFailed(f"{self.dst.name} does not match the source ({algo} {theirs} != {result['src']})",
+                               "if the source was in use, stop it and copy again; otherwise check the destination storage")
+        return theirs
+
+
+def delta_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str] | Destination,
+               block_size: int | str = DEFAULT_BLOCK, verify: str = "fast",
+               progress: ProgressFn | None = None) -> CopyStats:
+    """Make ``dst`` byte-identical to ``src``, sending only blocks that differ; verify it.
+
+    ``dst`` is a path (a :class:`LocalDestination` is made for it) or any
+    :class:`Destination`. ``progress(done, total)`` is called with image bytes.
+    Raises :class:`InvalidInput` before touching anything, :class:`SourceChanged`
+    or :class:`VerifyFailed` when the result cannot be trusted (the destination
+    then stays marked incomplete), :class:`CopyError` for I/O failures.
+    """
+    bs = check_block_size(block_size)
+    if verify not in VERIFY_MODES:
+        raise InvalidInput(f"unknown verify mode {verify!r}", f"use one of {', '.join(VERIFY_MODES)}")
+    src_path = Path(src)
+    fd, src_st, size = _open_source(src_path)
+    try:
+        if isinstance(dst, (str, os.PathLike)):
+            dst_path = Path(dst)
+            _check_destination_path(src_st, dst_path)
+            with LocalDestination(dst_path) as local:
+                return _copy(src_path, fd, src_st, size, local, bs, verify, progress)
+        return _copy(src_path, fd, src_st, size, dst, bs, verify, progress)
+    finally:
+        os.close(fd)
+
+
+def _copy(src_path: Path, fd: int, src_st: os.stat_result, size: int, dst: Destination, bs: int,
+          verify: str, progress: ProgressFn | None) -> CopyStats:
+    stats = CopyStats(source=str(src_path), destination=dst.name, size=size, block_size=bs, verify=verify)
+    started = time.perf_counter()
+    sender = _Sender(src_path, fd, size, dst, bs, stats, verify)
+    try:
+        sender.wire(REQUEST_BYTES)
+        stats.old_size = dst.open(size)
+        window = max(bs, WINDOW_BYTES // bs * bs)
+        for offset in range(0, size, window):
+            sender.run_window(offset, min(window, size - offset))
+            if progress:
+                progress(min(offset + window, size), size)
+        if stat_mod.S_ISREG(src_st.st_mode) and not _unchanged(src_st, os.fstat(fd)):
+            raise SourceChanged(f"source {src_path} was modified while it was copied",
+                                "stop whatever writes the image (shut the VM down), then copy again")
+        if verify == "fast":  # the extents sent were read back window by window
+            stats.verify_digest = sender.image_digest.hexdigest()
+        else:
+            stats.verify_digest = sender.verify_whole("sha256" if verify == "sha256" else "xxh3-128")
+        sender.wire(REQUEST_BYTES)
+        dst.finish()
+    except OSError as exc:
+        raise _io_error(exc, dst.name) from exc
+    stats.seconds = time.perf_counter() - started
+    log.info("copied %s to %s: %d of %d blocks sent, %d zeroed", src_path, dst.name,
+             stats.blocks_sent, stats.blocks_total, stats.blocks_zero)
+    return stats
+
+
+def _io_error(exc: OSError, name: str) -> CopyError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CopyError(f"no space left on the destination {name}",
+                         "free space (or use a file system with room for the image), then run the copy again; "
+                         "it resumes and sends only what is still missing")
+    return CopyError(f"I/O error while copying to {name}: {exc.strerror or exc}",
+                     "the copy was aborted and the destination stays marked incomplete; "
+                     "check the storage (dmesg), then run the copy again")
