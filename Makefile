@@ -7,12 +7,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 PYTEST_ARGS ?=
+# The local lab the lab-marked tests bring up and clean (its own name, so a lab
+# someone is using under the default name is left alone).
+LAB ?= labmigtest
 
 .PHONY: setup demo test test-pure test-compiled bench clean
 
 setup: $(STAMPS)/venv
 
-$(STAMPS)/system: scripts/install-system-packages.sh
+$(STAMPS)/system: scripts/install-system-packages.sh labmig/lab/host-packages.sh
 	bash scripts/install-system-packages.sh
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -28,7 +31,10 @@ demo: setup
 
 test: setup
 	LABMIG_PUREPYTHON=1 $(PY) -m pytest -q -m "not lab and not browser" $(PYTEST_ARGS)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m labmig lab clean --name $(LAB)
+	$(PY) -m labmig lab up --name $(LAB)
+	LABMIG_LAB=$(LAB) $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	  $(PY) -m labmig lab clean --name $(LAB) >/dev/null; exit $$rc
 
 bench: setup
 	$(PY) -m bench

@@ -29,3 +29,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# The local two-host lab: libvirt, QEMU from backports, busybox-static, sshd (shared
+# with the Vagrant pair's provisioning).
+bash "$(dirname "$0")/../labmig/lab/host-packages.sh"
