@@ -20,6 +20,7 @@ from .errors import LabmigError
 COMMAND_MODULES = (
     "labmig.commands.copy",
     "labmig.commands.migrate",
+    "labmig.commands.cold",
     "labmig.commands.simulate",
     "labmig.commands.lab",
 )

@@ -70,6 +70,16 @@ class HostOps:
         except libvirt.libvirtError:
             return False
 
+    def disk_user(self, path: str) -> str | None:
+        """The name of a VM defined here that uses the file ``path`` as a disk, if any."""
+        from .domxml import read_disks
+
+        conn = self.conn()
+        for dom in self.host.call("listing VMs", conn.listAllDomains, 0):
+            if any(d.path == path for d in read_disks(self.xml(dom))):
+                return str(dom.name())
+        return None
+
     def define(self, xml: str) -> Any:
         return self.host.call("defining the VM", self.conn().defineXML, xml)
 

@@ -4,7 +4,8 @@
     Journal       one JSON-lines file per VM: ``append`` is durable (flush + fsync)
                   before the step's action runs; ``state()`` reads it back
     JournalState  what the records say: the plan, the last step, what was copied
-    default_state_dir()  where journals live ($LABMIG_STATE_DIR, else ~/.local/state/labmig)
+    journal_dir()  where journals live: $LABMIG_JOURNAL_DIR, else ~/.local/state/labmig/cold,
+                   one folder per lab name ($LABMIG_LAB)
 
 A record is written *before* the action it names has any effect that recovery
 must undo, so the last record bounds how far the flow got. A crash while a line
@@ -83,18 +84,18 @@ class JournalState:
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
-def default_state_dir() -> Path:
-    env = os.environ.get("LABMIG_STATE_DIR")
+def default_journal_root() -> Path:
+    env = os.environ.get("LABMIG_JOURNAL_DIR")
     if env:
         return Path(env)
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "labmig"
+    return Path(base) / "labmig" / "cold"
 
 
-def journal_dir(state_dir: Path | None = None) -> Path:
+def journal_dir(root: Path | None = None) -> Path:
     """Journals of the current lab (``$LABMIG_LAB`` keeps labs apart)."""
-    scope = os.environ.get("LABMIG_LAB") or "default"
-    return (state_dir or default_state_dir()) / "cold" / _SAFE_NAME.sub("_", scope)
+    scope = os.environ.get("LABMIG_LAB") or "labmig"
+    return (root or default_journal_root()) / _SAFE_NAME.sub("_", scope)
 
 
 def _fsync_dir(path: Path) -> None:

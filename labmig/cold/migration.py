@@ -188,6 +188,10 @@ class ColdMigration:
                 self.disks.append(DiskMove(disk.target, disk.path, disk.path, "shared"))
                 continue
             dst_path = os.path.join(self.dst.image_dirs[0], self.src.relative(disk.path))
+            user = dst_ops.disk_user(dst_path)
+            if user is not None:
+                raise PrecheckFailed(f"{dst_path} on {self.dst.name} is the disk of VM {user!r} there",
+                                     "rename the disk on the source, or remove that VM")
             try:
                 size = os.stat(self.src.local_path(disk.path)).st_size
             except OSError as exc:
@@ -237,6 +241,8 @@ class ColdMigration:
         })
         src_ops, dst_ops = HostOps(self.src.host), HostOps(self.dst.host)
         times: dict[str, float] = {}
+        if self.probe is not None and self.was_running:
+            self.probe.start()
         try:
             times["stop_begin"] = time.monotonic()
             if self.was_running:
@@ -269,6 +275,7 @@ class ColdMigration:
                 self._wait_guest(dst_ops, log_path, offset)
             times["up"] = time.monotonic()
         except BaseException as exc:
+            self._stop_probe(wait=False)
             rolled = self._rollback(exc)
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -279,6 +286,7 @@ class ColdMigration:
                                   getattr(exc, "hint", None) or "see the log (-v) for the step that failed",
                                   rolled_back=rolled) from exc
         self.journal.append(Step.GUEST_UP, downtime=times["up"] - times["stop_begin"])
+        self.client_gap = self._stop_probe(wait=True)
         self._event("guest-up", f"{self.plan.vm} is up on {self.dst.name}: awaiting confirm")
         result = self._result(times)
         if self.opts.auto_confirm:
@@ -312,8 +320,11 @@ class ColdMigration:
         self._event("disk-copied", f"{disk.target}: {format_size(stats['wire_sent'] + stats['wire_received'])} "
                     f"on the wire for {format_size(disk.size)} ({stats['blocks_sent']} of {stats['blocks_total']} blocks sent)")
 
+    def _marker(self) -> str | None:
+        return self.opts.ready_marker or self.dst.ready_marker
+
     def _console_log(self) -> tuple[str | None, int]:
-        if not self.opts.ready_marker:
+        if not self._marker():
             return None, 0
         import xml.etree.ElementTree as ET
 
@@ -335,7 +346,7 @@ class ColdMigration:
 
     def _wait_guest(self, dst_ops: HostOps, log_path: str | None, offset: int) -> None:
         deadline = time.monotonic() + self.opts.boot_timeout
-        marker = re.compile(self.opts.ready_marker.encode()) if self.opts.ready_marker else None
+        marker = re.compile(self._marker().encode()) if self._marker() else None
         while time.monotonic() < deadline:
             if not dst_ops.is_active(dst_ops.lookup(self.plan.vm)):
                 raise MigrationFailed(f"{self.plan.vm} stopped while booting on {self.dst.name}",
@@ -354,6 +365,19 @@ class ColdMigration:
         raise MigrationFailed(f"{self.plan.vm} did not come up on {self.dst.name} within "
                               f"{format_duration(self.opts.boot_timeout)}",
                               "raise --boot-timeout, or read the guest's console log on the destination")
+
+    def _stop_probe(self, wait: bool) -> float | None:
+        """Stop the client probe; first wait (a little) for the guest's first answer after boot."""
+        probe, self.probe = self.probe, None
+        if probe is None:
+            return None
+        answers = getattr(probe, "answers", None)
+        if wait and answers is not None:
+            seen = len(answers)
+            deadline = time.monotonic() + 10.0
+            while len(answers) <= seen and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return probe.stop()
 
     def _rollback(self, exc: BaseException) -> bool:
         log.warning("cold migration of %s failed (%s): rolling back", self.plan.vm, exc)
@@ -386,7 +410,7 @@ class ColdMigration:
             kind="cold", strategy="cold", backend="libvirt", outcome=Outcome.COMPLETED,
             total_time=times["up"] - self._t0, downtime=times["up"] - times["stop_begin"],
             vm=self.plan.vm, source=self.src.name, destination=self.dst.name,
-            bytes_by_phase={"disk": wire}, message="; ".join(words) + "; awaiting confirm",
+            bytes_by_phase={"disk": wire}, client_interruption=getattr(self, "client_gap", None), message="; ".join(words) + "; awaiting confirm",
             timeline=self.timeline, events=self.events, plan=self.plan.to_dict(),
             extra={"phases": {"shutdown": times["stopped"] - times["stop_begin"],
                               "disk": times["copied"] - times["stopped"],

@@ -1,17 +1,20 @@
 """What a cold migration needs to know about each host, beyond its libvirt URI.
 
-    ColdHost     a :class:`~labmig.hosts.Host` plus its storage layout and ssh access:
-                 ``image_dirs`` (local disks: copied), ``shared_dirs`` (shared storage:
-                 not copied), ``log_dirs`` (serial logs: rewritten), ``ssh`` (an
-                 :class:`~labmig.remote.ssh.SshTarget` for the disk helper) and
-                 ``local_root``, the prefix through which this process reads the host's
-                 files (empty when they are visible as they are)
-    cold_host()  a ColdHost for a lab host name or a libvirt URI
+    ColdHost        a :class:`~labmig.hosts.Host` plus its storage layout and ssh access:
+                    ``image_dirs`` (local disks: copied), ``shared_dirs`` (shared storage:
+                    not copied), ``log_dirs`` (console logs: rewritten), ``ssh`` (an
+                    :class:`~labmig.remote.ssh.SshTarget` for the disk helper) and
+                    ``views``, the directory prefixes through which this process sees
+                    the host's files (empty when they are visible as they are)
+    cold_host()     a ColdHost for a lab host name or a libvirt URI
+    cold_host_from()  the same from the description a journal keeps
 
-For the local lab the layout comes from ``labmig.lab.host_layout(name)`` (a dict
-with ``image_dir``, ``shared_dir``, ``log_dir``, ``root``, ``ssh``: address, port,
-user, identity, known_hosts). For a host given by URI, the image directory is the
-path of its libvirt storage pool ``default`` and ssh goes to the URI's host.
+For the local lab the layout comes from the lab's plan: each host has a private
+image directory at the same path inside its mount namespace, the lab's shared
+directory, and sshd on the link; the helper is reached by ssh run inside the
+*other* host, so the disk stream crosses the lab's link as Nova's copy would.
+For a host given by URI, the image directory is the path of its libvirt storage
+pool ``default`` and ssh goes to the URI's host.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from urllib.parse import urlparse
 from ..errors import LabError, PrecheckFailed
 from ..hosts import Host, resolve_host
 from ..remote.ssh import SshTarget
+from .domxml import PathMap
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,8 @@ class ColdHost:
     shared_dirs: list[str] = field(default_factory=list)
     log_dirs: list[str] = field(default_factory=list)
     ssh: SshTarget | None = None
-    local_root: str = ""
+    views: dict[str, str] = field(default_factory=dict)
+    ready_marker: str | None = None      # what its guests print on the console once up
 
     @property
     def name(self) -> str:
@@ -44,15 +49,14 @@ class ColdHost:
 
     def local_path(self, path: str) -> str:
         """Where this process finds the host's file ``path``."""
-        return os.path.join(self.local_root, path.lstrip("/")) if self.local_root else path
+        return PathMap(self.views).map(path) if self.views else path
 
     def classify(self, path: str) -> str:
         """'local' (copy it), 'shared' (leave it) or 'other' for a disk path on this host."""
         norm = os.path.normpath(path)
         for kind, dirs in (("shared", self.shared_dirs), ("local", self.image_dirs)):
             for d in dirs:
-                d = os.path.normpath(d)
-                if norm.startswith(d + os.sep):
+                if norm.startswith(os.path.normpath(d) + os.sep):
                     return kind
         return "other"
 
@@ -65,46 +69,77 @@ class ColdHost:
         raise ValueError(path)
 
     def describe(self) -> dict[str, Any]:
+        ssh = None
+        if self.ssh is not None:
+            ssh = {k: getattr(self.ssh, k) for k in ("address", "port", "user", "identity", "known_hosts",
+                                                      "python", "config")}
+            ssh["via"] = list(self.ssh.via)
         return {"name": self.host.name, "uri": self.host.uri, "image_dirs": self.image_dirs,
-                "shared_dirs": self.shared_dirs, "log_dirs": self.log_dirs, "local_root": self.local_root,
-                "ssh": None if self.ssh is None else {
-                    "address": self.ssh.address, "port": self.ssh.port, "user": self.ssh.user,
-                    "identity": self.ssh.identity, "known_hosts": self.ssh.known_hosts, "python": self.ssh.python}}
+                "shared_dirs": self.shared_dirs, "log_dirs": self.log_dirs, "views": self.views, "ssh": ssh,
+                "ready_marker": self.ready_marker}
 
 
 def _from_layout(host: Host, layout: dict[str, Any]) -> ColdHost:
-    ssh = layout.get("ssh") or {}
-    target = SshTarget(address=ssh.get("address"), port=int(ssh.get("port", 22)), user=ssh.get("user", "root"),
-                       identity=ssh.get("identity"), known_hosts=ssh.get("known_hosts"),
-                       python=ssh.get("python") or sys.executable) if ssh else None
-    listify = lambda v: [v] if isinstance(v, str) else list(v or [])  # noqa: E731
-    return ColdHost(host=host,
-                    image_dirs=listify(layout.get("image_dirs") or layout.get("image_dir")),
-                    shared_dirs=listify(layout.get("shared_dirs") or layout.get("shared_dir")),
-                    log_dirs=listify(layout.get("log_dirs") or layout.get("log_dir")),
-                    ssh=target, local_root=layout.get("root") or "")
+    ssh = layout.get("ssh")
+    target = None
+    if ssh:
+        target = SshTarget(address=ssh.get("address"), port=int(ssh.get("port") or 22),
+                           user=ssh.get("user") or "root", identity=ssh.get("identity"),
+                           known_hosts=ssh.get("known_hosts"), python=ssh.get("python") or sys.executable,
+                           config=ssh.get("config"), via=tuple(ssh.get("via") or ()))
+    listify = lambda v: [str(v)] if isinstance(v, (str, os.PathLike)) else [str(x) for x in (v or [])]  # noqa: E731
+    return ColdHost(host=host, image_dirs=listify(layout.get("image_dirs")),
+                    shared_dirs=listify(layout.get("shared_dirs")), log_dirs=listify(layout.get("log_dirs")),
+                    ssh=target, views={str(k): str(v) for k, v in (layout.get("views") or {}).items()},
+                    ready_marker=layout.get("ready_marker"))
+
+
+def lab_layout(name: str, lab: str | None = None) -> dict[str, Any] | None:
+    """The layout of the local lab's host ``name``, or None when it is not a lab host."""
+    from ..lab import plan as labplan
+    from ..lab.netns import host_cmd
+    from ..lab.sshd import config_path
+
+    plan = labplan.make_plan(lab)
+    try:
+        h = plan.host(name)
+    except Exception:
+        return None
+    other = plan.other(name)
+    views = {inside: str(h.outside(inside)) for inside in labplan.PRIVATE_DIRS.values()}
+    return {
+        "image_dirs": [labplan.LOCAL_IMAGE_DIR],
+        "shared_dirs": [str(plan.shared_dir)],
+        "log_dirs": [labplan.CONSOLE_DIR],
+        "views": views,
+        "ready_marker": "LABMIG READY",
+        "ssh": {"address": h.name, "config": str(config_path(plan)), "python": sys.executable,
+                "via": host_cmd(other)},
+    }
 
 
 def cold_host(spec: str | Host, **overrides: Any) -> ColdHost:
     """A ColdHost for "lab1" / a URI / a Host; ``overrides`` replace layout entries."""
     host = spec if isinstance(spec, Host) else resolve_host(spec)
     layout: dict[str, Any] | None = None
-    try:
-        from .. import lab as lab_module
-        describe = getattr(lab_module, "host_layout", None)
-        if describe is not None:
-            layout = describe(host.name, os.environ.get("LABMIG_LAB") or None)
-    except (ImportError, LabError, KeyError) as exc:
-        log.debug("no lab layout for %s: %s", host.name, exc)
-        layout = None
-    if layout is None:
+    if "://" not in host.name:
+        try:
+            layout = lab_layout(host.name, os.environ.get("LABMIG_LAB") or None)
+        except (ImportError, LabError) as exc:
+            log.debug("no lab layout for %s: %s", host.name, exc)
+    if layout is None or not host.uri.startswith("qemu+unix"):
         layout = _layout_from_libvirt(host)
     layout.update({k: v for k, v in overrides.items() if v is not None})
     side = _from_layout(host, layout)
     if not side.image_dirs:
         raise PrecheckFailed(f"no image directory known for host {host.name}",
-                             "define a libvirt storage pool named 'default' there, or pass --image-dir")
+                             "define a libvirt storage pool named 'default' there")
     return side
+
+
+def cold_host_from(description: dict[str, Any]) -> ColdHost:
+    """A ColdHost from ``ColdHost.describe()`` as written in a journal (recovery needs no lab lookup)."""
+    return _from_layout(Host(name=description["name"], uri=description["uri"]), description)
 
 
 def _layout_from_libvirt(host: Host) -> dict[str, Any]:
@@ -125,9 +160,3 @@ def _layout_from_libvirt(host: Host) -> dict[str, Any]:
     if address:
         layout["ssh"] = {"address": address}
     return layout
-
-
-def cold_host_from(description: dict[str, Any]) -> ColdHost:
-    """A ColdHost from ``ColdHost.describe()`` as written in a journal (recovery needs no lab lookup)."""
-    host = Host(name=description["name"], uri=description["uri"])
-    return _from_layout(host, description)

@@ -22,7 +22,7 @@ from ..errors import InvalidInput, LabmigError
 from ..units import format_duration
 
 # Other kinds of migration register as siblings of `migrate live` by adding their module here.
-MIGRATE_KINDS: tuple[str, ...] = ()
+MIGRATE_KINDS: tuple[str, ...] = ("labmig.commands.cold",)
 
 
 def register(subparsers: Any) -> None:

@@ -42,6 +42,8 @@ class SshTarget:
     python: str = sys.executable
     options: tuple[str, ...] = ()
     connect_timeout: int = 10
+    config: str | None = None              # an ssh_config file (ssh -F)
+    via: tuple[str, ...] = ()              # argv prefix running ssh elsewhere (e.g. inside a namespace)
 
     def helper_argv(self, image_dirs: list[str]) -> list[str]:
         argv = [self.python, "-m", "labmig.remote.agent"]
@@ -52,8 +54,11 @@ class SshTarget:
     def argv(self, remote_argv: list[str]) -> list[str]:
         """The local argv that runs ``remote_argv`` on the target (quoted for its shell)."""
         if self.address is None:
-            return list(remote_argv)
-        argv = ["ssh", "-T", "-x", "-o", "BatchMode=yes", "-o", "Compression=no",
+            return list(self.via) + list(remote_argv)
+        argv = list(self.via) + ["ssh"]
+        if self.config:
+            argv += ["-F", self.config]
+        argv += ["-T", "-x", "-o", "BatchMode=yes", "-o", "Compression=no",
                 "-o", f"ConnectTimeout={int(self.connect_timeout)}", "-p", str(int(self.port))]
         if self.identity:
             argv += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]

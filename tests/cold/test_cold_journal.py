@@ -84,7 +84,7 @@ def test_all_journals_lists_by_vm_name(tmp_path):
 
 def test_lab_scope_keeps_journals_apart(tmp_path, monkeypatch):
     from labmig.cold.journal import journal_dir
-    monkeypatch.setenv("LABMIG_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("LABMIG_JOURNAL_DIR", str(tmp_path))
     monkeypatch.setenv("LABMIG_LAB", "cold")
     a = journal_dir()
     monkeypatch.setenv("LABMIG_LAB", "live")
