@@ -12,6 +12,7 @@
  *   RATE <bytes/s> -> OK RATE <n>          (change the dirty rate)
  *   WSS <bytes>    -> OK WSS <n>           (shrink/grow up to the size set at boot)
  *   STAT           -> STAT boot=... errors=... (one status line)
+ *   CORRUPT <page> -> OK CORRUPT <page>    (flip a word: a self-test of the checker)
  *
  * Settings come from the kernel command line: labmig.dirty=<bytes/s>
  * labmig.wss=<bytes> labmig.port=<udp port> labmig.hb=<heartbeat ms>
@@ -231,6 +232,15 @@ static void answer(int sock, struct sockaddr_in *peer, socklen_t plen, char *msg
         check_cursor = dirty_cursor = 0;
         say("LABMIG WSS %llu", (unsigned long long)wss);
         len = snprintf(out, sizeof out, "OK WSS %llu", (unsigned long long)wss);
+    } else if (!strncmp(msg, "CORRUPT ", 8)) {
+        /* Self-test of the checker: change one word behind its back. */
+        uint64_t p = parse_u64(msg + 8);
+        if (p < wss / PAGE) {
+            ((volatile uint64_t *)(mem + p * PAGE))[7] ^= 0x5a;
+            len = snprintf(out, sizeof out, "OK CORRUPT %llu", (unsigned long long)p);
+        } else {
+            len = snprintf(out, sizeof out, "ERR page out of range");
+        }
     } else if (!strncmp(msg, "STAT", 4)) {
         len = snprintf(out, sizeof out,
                        "STAT name=%s boot=%llu hb=%llu dirty=%llu wss=%llu errors=%llu rounds=%llu dirtied=%llu",

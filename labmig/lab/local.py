@@ -81,6 +81,10 @@ class LabHost:
         """argv that, run on this host (see :meth:`command`), runs ``command`` on host ``to`` over ssh."""
         return sshd.ssh_argv(self.lab.plan, self.lab.plan.host(to), *command)
 
+    def scp_argv(self, src: str, to: str, dst: str) -> list[str]:
+        """argv that, run on this host, copies its file ``src`` to ``dst`` on host ``to``."""
+        return ["scp", "-q", "-F", str(sshd.config_path(self.lab.plan)), src, f"{to}:{dst}"]
+
     def libvirtd_pid(self) -> int | None:
         return libvirtd.pid(self.plan)
 
