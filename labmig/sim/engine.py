@@ -396,6 +396,7 @@ class LiveEngine:
         vcpus = self.plan.vm.vcpus
         # Faults per second of full-speed guest time; first guess: every write to a pending page.
         density = self.workload.write_rate * self.pending_pages / self.n
+        credit = 0.0                          # bandwidth left over by whole pages, carried on
         step_no = 0
         while True:
             remaining = self.pending_pages
@@ -419,10 +420,11 @@ class LiveEngine:
                     wire += int(costs.sum())
                     self._mark_sent(faulted)
                     self._clear_pending(faulted)
-            budget = max(0.0, self.bandwidth * dt - wire)
+            budget = max(0.0, self.bandwidth * dt - wire + credit)
             pushed, push_wire = self._send_in_order(budget, last_stage=True) if budget else (0, 0)
+            credit = budget - push_wire
             wire += push_wire
-            dt_used = max(dt if self.pending_pages else wire / self.bandwidth, 1e-12)
+            dt_used = max(dt if self.pending_pages else max(0.0, dt - credit / self.bandwidth), 1e-12)
             self.clock.advance(dt_used)
             wait = faults * fault_cost
             self.totals.postcopy_faults += faults

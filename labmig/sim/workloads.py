@@ -64,6 +64,12 @@ def bernoulli_pages(rng: np.random.Generator, nitems: int, p: float, offset: int
             sink(idx)
             emitted += len(idx)
         return emitted
+    if p * nitems < 1.0:
+        # Very sparse: how many (Binomial), then which (a uniform subset).
+        k = int(rng.binomial(nitems, p))
+        if k:
+            sink(np.sort(rng.choice(nitems, k, replace=False)).astype(np.int64) + offset)
+        return k
     # Sparse: gaps between successive chosen pages are Geometric(p).
     pos = -1
     while True:
@@ -89,7 +95,9 @@ class Workload:
         self.plan = plan
         self.rng = rng
         self.pages = plan.vm.pages
-        self.wss = max(1, min(plan.wss_pages, self.pages))
+        self.zero = int(plan.workload.zero_fraction * self.pages)
+        # Zero pages are never written: the working set stops below them.
+        self.wss = max(1, min(plan.wss_pages, self.pages - self.zero))
         self.write_rate = plan.workload.dirty_rate / plan.vm.page_size  # page writes per second
 
     def touch(self, dt: float, speed: float, sink: Sink) -> int:
@@ -98,8 +106,7 @@ class Workload:
 
     def zero_pages_from(self) -> int:
         """First page of the zero region at the top of memory (``pages`` when there is none)."""
-        zero = int(self.plan.workload.zero_fraction * self.pages)
-        return max(self.wss, self.pages - zero)
+        return max(self.wss, self.pages - self.zero)
 
 
 class IdleWorkload(Workload):

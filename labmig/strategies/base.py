@@ -55,8 +55,10 @@ def parse_option(unit: str, name: str, value: Any, choices: tuple[str, ...] = ()
                 raise InvalidInput(f"option {name} = {value!r} is not one of {', '.join(choices)}",
                                    f"choose one of: {', '.join(choices)}")
             return value
-    except InvalidInput:
-        raise
+    except InvalidInput as exc:
+        if exc.message.startswith("option "):
+            raise
+        raise InvalidInput(f"option {name}: {exc.message}", exc.hint) from exc
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"cannot read option {name} = {value!r}", f"it must be a {unit}") from exc
     return value

@@ -62,7 +62,7 @@ class Cold(Strategy):
         timeline.append(TimelinePoint(t=t, phase="shutdown", remaining_bytes=0 if st.shared else vm.disk_size))
         rate = link.bandwidth if not st.disk_bandwidth else min(link.bandwidth, st.disk_bandwidth)
         disk_bytes = DEFINITION_BYTES
-        copy_time = link.rtt
+        copy_time = link.rtt + DEFINITION_BYTES / link.bandwidth
         note = "shared storage: only the definition moves"
         if not st.shared:
             if o.disk_copy == "full":
