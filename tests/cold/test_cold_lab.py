@@ -1,0 +1,141 @@
+"""Cold migration on the real local lab: disk moved, delta on the way back, confirm/revert,
+verification stops before define, helper refusals over real ssh, kill at every step + recover."""
+import os
+
+import pytest
+
+from labmig.cold.finish import confirm, revert
+from labmig.cold.migration import CRASH_POINTS, ColdMigration, ColdOptions, ColdPlan
+from labmig.cold.trials import crash_trial, disk_digest, make_guest, wait_boot
+from labmig.errors import MigrationFailed
+
+pytestmark = pytest.mark.lab
+BLOCK = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root; run `make test` as root")
+    from labmig.lab import LocalLab
+
+    lab = LocalLab()
+    lab.up()
+    return lab
+
+
+@pytest.fixture
+def journal(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABMIG_JOURNAL_DIR", str(tmp_path / "journal"))
+    return tmp_path / "journal"
+
+
+@pytest.fixture
+def guest(lab, request):
+    g = make_guest(lab, "coldt", 61)
+    yield g
+    lab.remove_guest("coldt")
+
+
+def migrate(src, dst, **opts):
+    with ColdMigration(ColdPlan("coldt", src, dst, ColdOptions(shutdown_timeout="1s", **opts))) as mig:
+        return mig.run()
+
+
+@pytest.mark.slow
+def test_disk_moves_and_the_way_back_sends_only_changed_blocks(lab, guest, journal):
+    src_before = disk_digest(guest.disk_outside("lab1"))
+    there = migrate("lab1", "lab2")
+    assert guest.where() == {"lab2": "running"}
+    wait_boot(guest, 2)
+    assert guest.boot_counter("lab2") == 2           # booted from the copied disk
+    assert disk_digest(guest.disk_outside("lab1")) == src_before  # source untouched until confirm
+    full_wire = there.bytes_by_phase["disk"]
+    assert full_wire >= 8 << 20                       # the random data crossed ssh
+    confirm("coldt")
+    assert os.path.exists(guest.disk_outside("lab1"))  # kept: the older copy
+    # Change 5 blocks on the running guest's disk, far apart, then migrate back.
+    with open(guest.disk_outside("lab2"), "r+b") as f:
+        for i in range(5):
+            f.seek((1 << 20) + i * 16 * BLOCK)
+            f.write(os.urandom(100))
+    back = migrate("lab2", "lab1")
+    wait_boot(guest, 3)
+    assert guest.boot_counter("lab1") == 3
+    delta_wire = back.bytes_by_phase["disk"]
+    disk = back.extra["disks"][0]
+    assert disk["blocks_sent"] == 6                   # the 5 changed blocks + the boot counter's
+    changed = 6 * BLOCK
+    overhead = disk["blocks_total"] * 16 * 3 + 64 * 1024
+    assert changed <= delta_wire <= changed + overhead, (delta_wire, changed)
+    assert delta_wire * 20 < full_wire
+    print(f"\nfull copy {full_wire} B on the wire; way back {delta_wire} B for {changed} B of changed blocks")
+    done = confirm("coldt", delete_source_disks=True)
+    assert done.final_step == "confirmed"
+    assert not os.path.exists(guest.disk_outside("lab2"))
+
+
+@pytest.mark.slow
+def test_revert_goes_back_to_the_untouched_source(lab, guest, journal):
+    migrate("lab1", "lab2")
+    wait_boot(guest, 2)
+    done = revert("coldt")
+    assert done.target == "source"
+    assert guest.where() == {"lab1": "running"}
+    wait_boot(guest, 2)   # booted again from the source disk, which had counted one boot
+    assert guest.boot_counter("lab1") == 2
+
+
+def test_verify_mismatch_stops_before_define(lab, guest, journal):
+    dst_file = guest.disk_outside("lab2")
+
+    def corrupt(point):
+        if point.phase == "disk" and point.remaining_bytes == 0 and dst_file.exists():
+            with open(dst_file, "r+b") as f:
+                f.seek(2 << 20)
+                byte = f.read(1)
+                f.seek(2 << 20)
+                f.write(bytes([byte[0] ^ 0xFF]))
+
+    plan = ColdPlan("coldt", "lab1", "lab2", ColdOptions(shutdown_timeout="1s", verify="full"))
+    with pytest.raises(MigrationFailed) as info:
+        with ColdMigration(plan, on_point=corrupt) as mig:
+            mig.run()
+    assert info.value.rolled_back
+    assert "does not match" in str(info.value)
+    assert guest.where() == {"lab1": "running"}       # never defined on lab2
+    assert (dst_file.parent / f".{dst_file.name}.incomplete").exists()
+
+
+def test_helper_refusals_over_ssh(lab, tmp_path):
+    from labmig.cold.hostops import agent_for
+    from labmig.cold.sides import cold_host
+    from labmig.remote.ssh import AgentError
+
+    side = cold_host("lab2")
+    images = side.local_path(side.image_dirs[0])
+    outside = tmp_path / "victim"
+    outside.write_bytes(b"keep")
+    link = os.path.join(images, "escape.img")
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(str(outside), link)
+    try:
+        with agent_for(side) as agent:
+            assert agent.target.address == "lab2"        # really through ssh
+            for name in ("../../../etc/passwd", "/etc/passwd", "-oProxyCommand=sh", "a/../../x", "escape.img"):
+                with pytest.raises(AgentError):
+                    agent.call("open", path=name, size=1)
+            assert agent.call("hello")[0]["pid"] > 0
+    finally:
+        os.unlink(link)
+    assert outside.read_bytes() == b"keep"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", CRASH_POINTS)
+def test_killed_at_each_step_then_recover(lab, guest, journal, step):
+    for _ in range(2):
+        result = crash_trial(lab, guest, step, str(journal))
+        assert result.ok, result
+        assert result.ended_on == ("lab2" if step == "guest-up" else "lab1")
