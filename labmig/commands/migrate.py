@@ -73,6 +73,8 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--postcopy", default="off", metavar="MODE",
                    help="switch to post-copy: off, now, after:N (passes) or on-timeout")
     g.add_argument("--auto-converge", action="store_true", help="let QEMU throttle the guest's CPU")
+    g.add_argument("--auto-converge-initial", type=int, metavar="PCT", help="first CPU throttle step (QEMU: 20)")
+    g.add_argument("--auto-converge-increment", type=int, metavar="PCT", help="throttle increment per pass (QEMU: 10)")
     g.add_argument("--compression", metavar="METHOD", help="xbzrle, mt, or with parallel channels zlib/zstd")
     g.add_argument("--parallel-connections", type=int, default=0, metavar="N", help="multifd channels")
     storage = g.add_mutually_exclusive_group()
@@ -93,7 +95,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
 
     return LiveOptions(
         bandwidth=args.bandwidth, max_downtime=args.max_downtime, postcopy=args.postcopy,
-        auto_converge=args.auto_converge, compression=args.compression,
+        auto_converge=args.auto_converge, auto_converge_initial=args.auto_converge_initial,
+        auto_converge_increment=args.auto_converge_increment, compression=args.compression,
         parallel_connections=args.parallel_connections, block_migration=args.block_migration,
         persistent=not args.no_persist, undefine_source=not args.keep_source, policy=args.policy,
         completion_timeout=args.completion_timeout, timeout_action=args.timeout_action,
@@ -145,7 +148,7 @@ def cmd_migrate_live(args: argparse.Namespace) -> int:
                            "pick another host with --to")
     plan = LivePlan(args.vm, source.name, destination.name, options)
     progress = LiveProgress(enabled=None if not args.json else False)
-    probe = None if args.check_only else probe_for(args.vm, source.name)
+    probe = None if args.check_only else probe_for(args.vm)
     with LiveMigration(plan, source, destination, on_point=progress.on_point,
                        on_event=progress.on_event, probe=probe) as mig:
         report = mig.report

@@ -75,6 +75,8 @@ class LiveOptions:
     max_downtime: float | None = None       # QEMU's downtime-limit; None = the policy decides
     postcopy: PostcopyMode = field(default_factory=PostcopyMode)
     auto_converge: bool = False
+    auto_converge_initial: int | None = None    # QEMU cpu-throttle-initial, percent (its default 20)
+    auto_converge_increment: int | None = None  # QEMU cpu-throttle-increment, percent (its default 10)
     compression: str | None = None          # one of COMPRESSION_METHODS
     parallel_connections: int = 0           # multifd channels; 0 = one classic stream
     block_migration: bool | None = None     # None = decide from the shared-storage probe
@@ -108,6 +110,11 @@ class LiveOptions:
             elif self.compression not in COMPRESSION_METHODS:
                 raise InvalidInput(f"unknown compression {self.compression!r}",
                                    f"use one of {', '.join(COMPRESSION_METHODS)}")
+        for name in ("auto_converge_initial", "auto_converge_increment"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= int(value) <= 99:
+                raise InvalidInput(f"{name.replace('_', ' ')} must be a percentage from 1 to 99, got {value!r}",
+                                   "QEMU throttles the guest CPU by 1..99 %")
         if self.parallel_connections < 0:
             raise InvalidInput("parallel connections cannot be negative", "use 0 (off) or 2..8")
         if self.compression in MULTIFD_COMPRESSION and self.parallel_connections < 1:
@@ -188,6 +195,10 @@ class LivePlan:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri
         if opts.bandwidth:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib(opts.bandwidth)
+        if opts.auto_converge and opts.auto_converge_initial is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = int(opts.auto_converge_initial)
+        if opts.auto_converge and opts.auto_converge_increment is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = int(opts.auto_converge_increment)
         if opts.compression:
             params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = opts.compression
         if opts.parallel_connections:
