@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "labmig.commands.copy",
     "labmig.commands.migrate",
     "labmig.commands.cold",
+    "labmig.commands.compare",
     "labmig.commands.simulate",
     "labmig.commands.lab",
 )

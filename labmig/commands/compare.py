@@ -1,0 +1,58 @@
+"""``labmig compare VM``: a live and a cold migration of the same guest, side by side, measured.
+
+    register()  adds ``compare``: the VM goes live to the other host and comes back cold
+                (confirmed), then the table prints (``--json`` for everything);
+                ``--simulate`` fills the same table from the simulator instead
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..errors import InvalidInput
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "compare", help="live vs cold: migrate a VM both ways on the same link and print the table",
+        description="Live-migrate VM to the other host, cold-migrate it back (confirmed), and print what "
+                    "each cost: VM state, downtime (QEMU's and a client's), total time, bytes on the wire, "
+                    "network and storage needs, what a failure leaves.")
+    p.add_argument("vm", nargs="?", metavar="VM", help="the VM's libvirt name (not needed with --simulate)")
+    p.add_argument("--to", metavar="HOST", help="the other host (default: the lab's other host)")
+    p.add_argument("--from", dest="source", metavar="HOST", help="where the VM runs (default: found)")
+    p.add_argument("--bandwidth", metavar="RATE", help="cap on the live migration stream, e.g. 50MiB/s")
+    p.add_argument("--shutdown-timeout", default="60s", metavar="DURATION",
+                   help="cold: graceful power-off deadline before forcing it (default 60s)")
+    p.add_argument("--simulate", action="store_true", help="fill the table from the simulator (no lab needed)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..compare import compare_on_hosts, compare_simulated
+
+    if args.simulate:
+        comp = compare_simulated(note="Simulated on request (--simulate).")
+    else:
+        if not args.vm:
+            raise InvalidInput("no VM named", "give the VM to migrate, or --simulate")
+        from ..cold.migration import ColdOptions
+        from ..hosts import lab_hosts, resolve_host
+        from ..live.plan import LiveOptions
+        from .cold import find_defined
+
+        source = resolve_host(args.source) if args.source else find_defined(args.vm)
+        if args.to:
+            destination = resolve_host(args.to)
+        else:
+            others = [h for h in lab_hosts() if h.uri != source.uri]
+            if not others:
+                raise InvalidInput("no other host to migrate to", "name one with --to HOST")
+            destination = others[0]
+        comp = compare_on_hosts(args.vm, source.name, destination.name,
+                                LiveOptions(bandwidth=args.bandwidth),
+                                ColdOptions(shutdown_timeout=args.shutdown_timeout))
+    print(json.dumps(comp.to_dict(), indent=2) if args.json else comp.render())
+    return 0

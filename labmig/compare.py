@@ -1,0 +1,130 @@
+"""Live vs cold, measured: one guest, the same link, both migrations, one table.
+
+    Comparison        the two MigrationResults plus where they came from; ``rows()`` is
+                      the comparison table (VM state, downtime as QEMU/labmig and as a
+                      client saw it, total time, bytes on the wire, network and storage
+                      needs, what a failure leaves), ``render()`` prints it, ``to_dict()``
+    compare_on_hosts()  a live migration source → destination, then a cold migration
+                      back (confirmed, the destination's copy removed): the VM ends
+                      where it started, both runs on the same link
+    compare_simulated()  the same table from the simulator, for a plan of the same shape
+                      (used when no lab can come up, and said so)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .model import MigrationResult
+from .units import format_duration, format_rate, format_size
+
+log = logging.getLogger(__name__)
+
+
+def _dur(value: float | None) -> str:
+    return "-" if value is None else format_duration(value)
+
+
+@dataclass
+class Comparison:
+    live: MigrationResult
+    cold: MigrationResult
+    backend: str                # "libvirt" (the lab or real hosts) or "sim"
+    note: str = ""              # e.g. why the simulator was used
+
+    @property
+    def downtime_ratio(self) -> float | None:
+        """Live downtime as a fraction of cold downtime."""
+        if not self.cold.downtime:
+            return None
+        return self.live.downtime / self.cold.downtime
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        live, cold = self.live, self.cold
+        disk_live = live.bytes_by_phase.get("disk", 0)
+        memory = live.bytes_total - disk_live
+        live_rate = live.bytes_total / live.total_time if live.total_time else 0.0
+        cold_disks = cold.extra.get("disks") or []
+        blocks = ""
+        if cold_disks:
+            sent = sum(d.get("blocks_sent", 0) + d.get("blocks_zero", 0) for d in cold_disks)
+            total = sum(d.get("blocks_total", 0) for d in cold_disks)
+            blocks = f": {sent} of {total} blocks sent"
+        shared = bool(cold.extra.get("shared_disks")) and not cold_disks
+        return [
+            ("VM state during migration", "running (paused for the last copy)", "powered off (shutdown → boot)"),
+            ("downtime (QEMU / labmig)", _dur(live.downtime), _dur(cold.downtime)),
+            ("downtime a client saw", _dur(live.client_interruption), _dur(cold.client_interruption)),
+            ("total time", _dur(live.total_time), _dur(cold.total_time)),
+            ("bytes on the wire", format_size(live.bytes_total), format_size(cold.bytes_total)),
+            ("  of which", f"memory {format_size(memory)}" + (f", disk {format_size(disk_live)}" if disk_live else ""),
+             f"disk{blocks}" if cold_disks else "disk"),
+            ("passes over memory", str(live.iterations), "none (the guest reboots)"),
+            ("network needs", f"bandwidth > dirty rate (used {format_rate(live_rate)})",
+             "any link; time grows with changed blocks"),
+            ("storage needs", "shared, or block migration" + (" (disk copied live)" if disk_live else ""),
+             "nothing shared" + (" (disks shared: not copied)" if shared else "; room on the destination")),
+            ("CPU", "destination CPU compatible", "any CPU the guest boots on"),
+            ("what a failure leaves", "VM running on the source", "VM on the source, disk untouched"),
+            ("outcome", str(live.outcome), str(cold.outcome)),
+        ]
+
+    def render(self) -> str:
+        rows = [("", "live", "cold")] + self.rows()
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+        lines.insert(1, "-" * (w0 + w1 + 4 + max(len(r[2]) for r in rows)))
+        ratio = self.downtime_ratio
+        where = "Measured on real QEMU/libvirt" if self.backend == "libvirt" else "Modelled by the simulator"
+        tail = [f"\n{where}: {self.live.vm or 'the VM'} {self.live.source} → {self.live.destination} live, "
+                f"then {self.cold.source} → {self.cold.destination} cold."]
+        if ratio is not None:
+            tail.append(f"Live downtime is {ratio * 100:.1f} % of cold downtime "
+                        f"({_dur(self.live.downtime)} vs {_dur(self.cold.downtime)}).")
+        if self.note:
+            tail.append(self.note)
+        return "\n".join(lines + tail)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "note": self.note, "downtime_ratio": self.downtime_ratio,
+                "table": [{"aspect": a, "live": b, "cold": c} for a, b, c in self.rows()],
+                "live": self.live.to_dict(), "cold": self.cold.to_dict()}
+
+
+def compare_on_hosts(vm: str, source: str, destination: str, live_options: Any = None,
+                     cold_options: Any = None, on_event: Any = None) -> Comparison:
+    """Live-migrate ``vm`` source → destination, then cold-migrate it back (confirmed)."""
+    from .cold.migration import ColdMigration, ColdOptions, ColdPlan
+    from .live.migration import LiveMigration
+    from .live.plan import LiveOptions, LivePlan
+    from .live.probe import probe_for
+
+    live_plan = LivePlan(vm, source, destination, live_options or LiveOptions())
+    with LiveMigration(live_plan, probe=probe_for(vm, source), on_event=on_event) as mig:
+        live = mig.run()
+    log.info("live: %s", live.message)
+    opts = cold_options or ColdOptions()
+    opts = replace(opts, auto_confirm=True, delete_source_disks=True)
+    with ColdMigration(ColdPlan(vm, destination, source, opts), probe=probe_for(vm, destination),
+                       on_event=on_event) as mig:
+        cold = mig.run()
+    log.info("cold: %s", cold.message)
+    return Comparison(live, cold, "libvirt")
+
+
+def compare_simulated(memory: int = 128 << 20, disk_size: int = 16 << 20, bandwidth: float = 1e9 / 8,
+                      dirty_rate: float = 0.0, note: str = "") -> Comparison:
+    """Both strategies in the simulator, local disks, on the same modelled link."""
+    from .plan import VM, Link, Plan, Storage, Workload
+    from .sim import simulate
+
+    plan = Plan(vm=VM(name="guest1", memory=memory, disk_size=disk_size), link=Link(bandwidth=bandwidth),
+                workload=Workload(kind="uniform" if dirty_rate else "idle", dirty_rate=dirty_rate),
+                storage=Storage(shared=False))
+    live = simulate(replace(plan, strategy="precopy"))
+    cold = simulate(replace(plan, strategy="cold"))
+    for r, src, dst in ((live, "host1", "host2"), (cold, "host2", "host1")):
+        r.source, r.destination = src, dst
+    return Comparison(live, cold, "sim", note)
