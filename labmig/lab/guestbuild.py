@@ -75,6 +75,12 @@ def kernel_package() -> str:
                    hint="run `apt-get update` so apt knows linux-image-cloud-amd64")
 
 
+def _cached_kernel_package(cache: Path) -> str | None:
+    """The kernel package already downloaded, if any (spares a slow apt-cache call)."""
+    debs = sorted((cache / "debs").glob("linux-image-*.deb"), key=lambda p: p.stat().st_mtime)
+    return debs[-1].name.split("_", 1)[0] if debs else None
+
+
 def download_kernel(cache: Path, package: str) -> Path:
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
@@ -162,7 +168,7 @@ def build_guest(cache: Path = DEFAULT_CACHE, package: str | None = None) -> Gues
     """Build (or reuse) the guest kernel + initramfs; returns where they are."""
     if not BUSYBOX.exists():
         raise LabError(f"{BUSYBOX} is missing", hint="install busybox-static (`labmig lab up` does)")
-    package = package or kernel_package()
+    package = package or _cached_kernel_package(cache) or kernel_package()
     key = _inputs_key(package)
     outdir = cache / "guest" / key
     manifest = outdir / "manifest.json"
