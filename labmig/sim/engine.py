@@ -155,6 +155,7 @@ class LiveEngine:
         self.log = core.new_bitmap(self.n)
         self.scratch = core.new_bitmap(self.n)
         self.cursor = 0                       # next page a partial pass / push sends
+        self._index_buffer = np.empty(min(CHUNK, self.n), dtype=np.int64)
         # Zero pages sit at the top of memory, from a word boundary so they can be counted by popcount.
         zf = self.workload.zero_pages_from()
         self.zero_from = min(self.n, -(-zf // 64) * 64) if zf < self.n else self.n
@@ -222,7 +223,7 @@ class LiveEngine:
     def _clear_pending(self, idx: np.ndarray) -> None:
         core.set_bits(self.scratch, idx)
         core.bitmap_andnot(self.pending, self.scratch)
-        self.scratch[np.unique(idx >> 6)] = 0
+        self.scratch[idx >> 6] = 0
 
     def _dirty(self, dt: float) -> int:
         """Let the guest run ``dt`` seconds on the source; its writes go to the dirty log."""
@@ -317,10 +318,16 @@ class LiveEngine:
 
     def _send_in_order(self, budget: float, last_stage: bool) -> tuple[int, int]:
         """Send pending pages from ``cursor`` in address order until ``budget`` bytes are used."""
-        out = np.empty(CHUNK, dtype=np.int64)
+        cheapest = self.page + PAGE_HEADER
+        if self.zero_page_detection and self.zero_from < self.n:
+            cheapest = ZERO_PAGE_BYTES
+        if self.xbzrle is not None:
+            cheapest = min(cheapest, PAGE_HEADER + XBZRLE_PREFIX + 4)
         sent = 0
         wire = 0
         while budget - wire > 0:
+            want = CHUNK if budget == float("inf") else int(min(CHUNK, (budget - wire) // cheapest + 1))
+            out = self._index_buffer[:want]
             count, _ = core.find_set_bits(self.pending, self.n, self.cursor, out)
             if count == 0:
                 if self.cursor == 0:
