@@ -57,6 +57,7 @@ class TimelinePoint:
     dirty_rate: float = 0.0          # bytes/s dirtied in the interval
     throttle_pct: float = 0.0        # auto-converge CPU throttle in effect
     expected_downtime: float | None = None  # seconds, when the backend can say
+    faults: int = 0                  # post-copy: remote page faults in the interval
 
 
 @dataclass

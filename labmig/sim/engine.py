@@ -440,7 +440,7 @@ class LiveEngine:
             density = faults / (speed * dt_used)
             self.timeline.append(TimelinePoint(
                 t=round(self.now, 9), phase="postcopy", iteration=step_no, pages_sent=faults + pushed,
-                pages_dirtied=faults, remaining_bytes=self.pending_pages * self.page,
+                faults=faults, remaining_bytes=self.pending_pages * self.page,
                 bytes_sent_total=sum(self.totals.bytes_by_phase.values()),
                 bandwidth=wire / dt_used))
         self.event("postcopy-done", f"{self.totals.postcopy_faults} faults")
