@@ -8,6 +8,7 @@ set -euo pipefail
 PACKAGES=(
     gcc make pkg-config python3-dev python3-venv libxxhash-dev
     rsync coreutils
+    ruby shellcheck  # check the Vagrant pair's files (it cannot boot here)
 )
 # JupyterLab browser tests: Debian's Chromium, driven by Playwright (no browser download).
 PACKAGES+=(chromium fonts-dejavu-core)

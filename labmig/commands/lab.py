@@ -50,6 +50,23 @@ def register(subparsers) -> None:
     guest.add_argument("--remove", action="store_true", help="remove the guest (every host) instead")
     guest.set_defaults(func=cmd_guest)
 
+    hs = add("host-setup", "configure THIS machine as a migration host (Vagrant pair, real servers)")
+    hs.add_argument("--host", required=True, help="this host's lab name, e.g. lab1")
+    hs.add_argument("--address", required=True, help="this host's address on the migration network")
+    hs.add_argument("--bridge-interface", default=None, help="enslave this interface to the guest bridge br0")
+    hs.add_argument("--bridge-address", default=None, help="address (ADDR/PREFIX) to put on br0")
+    hs.set_defaults(func=cmd_host_setup)
+
+    gx = add("guest-xml", "print the lab guest's domain XML for a real host (creates its disk)")
+    gx.add_argument("--guest", default="guest1")
+    gx.add_argument("--index", type=int, default=1)
+    gx.add_argument("--memory", default="256MiB")
+    gx.add_argument("--wss", default="64MiB")
+    gx.add_argument("--dirty-rate", default="0B/s")
+    gx.add_argument("--disk", choices=("shared", "local"), default="shared")
+    gx.add_argument("--accel", choices=("kvm", "tcg"), default="kvm")
+    gx.set_defaults(func=cmd_guest_xml)
+
     from ..lab.faults import FAULTS
     fault = add("fault", "inject a fault: " + ", ".join(FAULTS))
     fault.add_argument("fault", choices=list(FAULTS), metavar="FAULT")
@@ -147,4 +164,21 @@ def cmd_fault(args) -> int:
         else:
             kwargs[key] = value
     print(json.dumps(inject(_lab(args), args.fault, **kwargs)))
+    return 0
+
+
+def cmd_host_setup(args) -> int:
+    from ..lab.hostsetup import setup_host
+    for line in setup_host(args.host, args.address, lab=args.name, bridge_interface=args.bridge_interface,
+                           bridge_addr=args.bridge_address):
+        print(line)
+    return 0
+
+
+def cmd_guest_xml(args) -> int:
+    from ..lab import GuestSpec
+    from ..lab.hostsetup import guest_xml
+    spec = GuestSpec(name=args.guest, index=args.index, memory=parse_size(args.memory), wss=parse_size(args.wss),
+                     dirty_rate=int(parse_rate(args.dirty_rate)), disk=args.disk)
+    print(guest_xml(spec, lab=args.name, accel=args.accel), end="")
     return 0

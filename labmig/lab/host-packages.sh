@@ -14,6 +14,7 @@ set -euo pipefail
 CHECK_ONLY=0
 [[ ${1:-} == --check ]] && CHECK_ONLY=1
 
+# shellcheck source=/dev/null
 . /etc/os-release
 CODENAME=${VERSION_CODENAME:-bookworm}
 BACKPORTS="${CODENAME}-backports"
@@ -126,7 +127,7 @@ apt_get() {
 
 apt_update_needed=0
 ((${#qemu_missing[@]})) && add_backports
-if ((apt_update_needed)) || [[ -z $(apt-cache policy qemu-system-x86 2>/dev/null | grep -- "$BACKPORTS") && ${#qemu_missing[@]} -gt 0 ]]; then
+if ((apt_update_needed)) || { ((${#qemu_missing[@]})) && ! apt-cache policy qemu-system-x86 2>/dev/null | grep -q -- "$BACKPORTS"; }; then
     apt_get update -qq
 fi
 
@@ -137,7 +138,8 @@ made_policy=0
 if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
 fi
-trap '((made_policy)) && rm -f "$policy"' EXIT
+cleanup_policy() { if ((made_policy)); then rm -f "$policy"; fi; }
+trap cleanup_policy EXIT
 
 if ((${#missing[@]})); then
     echo "labmig lab: installing ${missing[*]}"

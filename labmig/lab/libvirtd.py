@@ -29,14 +29,12 @@ log = logging.getLogger(__name__)
 LIBVIRTD = "/usr/sbin/libvirtd"
 
 
-def write_config(host: HostPlan) -> None:
-    etc = host.state_dir / "etc-libvirt"
-    etc.mkdir(parents=True, exist_ok=True)
-    (etc / "libvirtd.conf").write_text(f"""\
-# labmig lab host {host.name} (lab {host.lab})
+def render_libvirtd_conf(host_uuid: str, listen_addr: str, label: str) -> str:
+    return f"""\
+# labmig migration host {label}
 listen_tls = 0
 listen_tcp = 1
-listen_addr = "{host.link_addr}"
+listen_addr = "{listen_addr}"
 tcp_port = "{LIBVIRT_TCP_PORT}"
 auth_tcp = "none"
 auth_unix_ro = "none"
@@ -44,13 +42,16 @@ auth_unix_rw = "none"
 unix_sock_group = "root"
 unix_sock_ro_perms = "0777"
 unix_sock_rw_perms = "0770"
-host_uuid = "{host.host_uuid}"
+host_uuid = "{host_uuid}"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 keepalive_interval = 5
 keepalive_count = 5
-""")
-    (etc / "qemu.conf").write_text(f"""\
-# labmig lab host {host.name} (lab {host.lab})
+"""
+
+
+def render_qemu_conf(migration_addr: str, label: str) -> str:
+    return f"""\
+# labmig migration host {label}
 user = "root"
 group = "root"
 dynamic_ownership = 0
@@ -59,10 +60,18 @@ security_driver = "none"
 cgroup_controllers = [ ]
 namespaces = [ ]
 stdio_handler = "file"
-migration_address = "{host.link_addr}"
-migration_host = "{host.link_addr}"
+migration_address = "{migration_addr}"
+migration_host = "{migration_addr}"
 set_process_name = 1
-""")
+"""
+
+
+def write_config(host: HostPlan) -> None:
+    etc = host.state_dir / "etc-libvirt"
+    etc.mkdir(parents=True, exist_ok=True)
+    label = f"{host.name} (lab {host.lab})"
+    (etc / "libvirtd.conf").write_text(render_libvirtd_conf(host.host_uuid, host.link_addr, label))
+    (etc / "qemu.conf").write_text(render_qemu_conf(host.link_addr, label))
     for d in ("images", "qemu"):
         (host.state_dir / "lib-libvirt" / d).mkdir(parents=True, exist_ok=True)
     (host.state_dir / "log-libvirt" / "console").mkdir(parents=True, exist_ok=True)
