@@ -75,11 +75,13 @@ class LiveMigration:
         self._t0 = 0.0
         self._lock = threading.Lock()
         self._abort_reason: str | None = None
+        self._abort_by_user = False
         self._postcopy = False
         self._paused_by_us = False
         self._suspended_for_switchover = False
         self._running = False
         self._callback_ids: list[int] = []
+        self._event_conn: Any = None
         self._created_volumes: list[Any] = []
         self._completed_stats: dict | None = None
         self._sample_bytes: list[tuple[int, int]] = []
@@ -106,7 +108,7 @@ class LiveMigration:
         return self.report
 
     def close(self) -> None:
-        conn = self.source._conn
+        conn = self._event_conn
         for cid in self._callback_ids:
             try:
                 conn.domainEventDeregisterAny(cid)
@@ -168,10 +170,11 @@ class LiveMigration:
             self._paused_by_us = True
             self.note("paused", reason)
 
-    def abort(self, reason: str = "aborted by the user") -> None:
+    def abort(self, reason: str = "aborted by the user", by_user: bool = True) -> None:
         with self._lock:
             if self._abort_reason is None:
                 self._abort_reason = reason
+                self._abort_by_user = by_user
         self.note("abort", reason)
         if self._postcopy:
             self.note("abort", "already in post-copy: the destination runs the guest, the job cannot be undone")
@@ -223,7 +226,7 @@ class LiveMigration:
             self._wait_worker(worker_error)
         except LabmigError as exc:
             outcome_error = exc
-            self.abort(f"stopping after an error: {exc.message}")
+            self.abort(f"stopping after an error: {exc.message}", by_user=False)
             self._wait_worker(worker_error)
         finally:
             self._running = False
@@ -274,7 +277,7 @@ class LiveMigration:
                 continue
             except HostUnresponsive:
                 if abort_sent_at is None:
-                    self.abort("the source libvirt daemon stopped answering")
+                    self.abort("the source libvirt daemon stopped answering", by_user=False)
                     abort_sent_at = time.monotonic()
                 continue
             sample = JobSample.from_stats(stats)
@@ -290,7 +293,7 @@ class LiveMigration:
             elif time.monotonic() - last_progress > self.stall_timeout and self._abort_reason is None \
                     and not self._paused_by_us:
                 self.abort(f"no data moved for {format_duration(self.stall_timeout)}: "
-                           "the migration link looks cut or the destination stuck")
+                           "the migration link looks cut or the destination stuck", by_user=False)
             if self._abort_reason is None:
                 self.policy.step(self, sample)
             if self._abort_reason is not None:
@@ -341,7 +344,7 @@ class LiveMigration:
     def _register_events(self) -> None:
         import libvirt
 
-        conn = self.source.connect()
+        conn = self._event_conn = self.source.connect()
 
         def on_iteration(_c: Any, _d: Any, iteration: int, _o: Any) -> None:
             self.note("pass", f"pre-copy pass {iteration} starts")
@@ -434,7 +437,8 @@ class LiveMigration:
                 verdict = Rollback(self).run()
                 result.extra["rolled_back"] = verdict.ok
                 result.extra["destination_clean"] = verdict.destination_clean
-                aborted = self._abort_reason is not None and not self._abort_reason.startswith("stopping after")
+                aborted = (self._abort_reason is not None and self._abort_by_user) or \
+                    (self._abort_reason is None and _libvirt_code(error) == libvirt.VIR_ERR_OPERATION_ABORTED)
                 if not verdict.ok:
                     result.outcome = Outcome.FAILED
                 elif self.policy and self.policy.finished_action == "abort":
@@ -495,6 +499,11 @@ def _describe(error: BaseException | None) -> str:
     if isinstance(error, LabmigError):
         return error.message
     return f"{type(error).__name__}: {error}"
+
+
+def _libvirt_code(error: BaseException | None) -> int | None:
+    get = getattr(error, "get_error_code", None)
+    return get() if get else None
 
 
 def _as_list(cb: Any) -> list:

@@ -99,7 +99,7 @@ class Rollback:
         self.destination = mig.destination
 
     def _reconnect(self, host: Any, wait: float) -> bool:
-        host.close()
+        # connect() keeps a live connection and replaces a dead one.
         deadline = time.monotonic() + wait
         while True:
             try:

@@ -25,7 +25,7 @@ class Recorder:
     def pause_guest(self, reason):
         self.calls.append(("pause", reason))
 
-    def abort(self, reason):
+    def abort(self, reason, by_user=True):
         self.calls.append(("abort", reason))
 
     def note(self, kind, message):
