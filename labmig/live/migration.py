@@ -402,7 +402,8 @@ class LiveMigration:
         error = worker_error[0] if worker_error else outcome_error
         opts = self.plan.options
         result = MigrationResult(
-            kind="live", strategy=opts.strategy, backend="libvirt", outcome=Outcome.COMPLETED,
+            kind="live", strategy="hybrid" if getattr(self.policy, "needs_postcopy", False) and
+            opts.strategy == "precopy" else opts.strategy, backend="libvirt", outcome=Outcome.COMPLETED,
             total_time=wall, downtime=0.0, vm=self.plan.vm, source=self.source.name,
             destination=self.destination.name, memory_bytes=self.report.guest.memory if self.report else 0,
             client_interruption=client_gap, plan=self.plan.to_dict(),
