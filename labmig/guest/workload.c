@@ -16,11 +16,13 @@
  *
  * Settings come from the kernel command line: labmig.dirty=<bytes/s>
  * labmig.wss=<bytes> labmig.port=<udp port> labmig.hb=<heartbeat ms>
- * labmig.check=<ms per full check> labmig.disk=<block device>.
+ * labmig.check=<ms per full check> labmig.disk=<block device>
+ * labmig.hbto=<ipv4>:<port> (where to send a UDP heartbeat with each console one).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -44,6 +46,7 @@ static uint64_t wss_max, wss;      /* bytes */
 static unsigned port = 7777, hb_ms = 1000, check_ms = 2000;
 static char disk[64] = "/dev/vda";
 static char name[64] = "guest";
+static struct sockaddr_in hb_to;
 
 static uint8_t *mem;
 static uint32_t *gen;
@@ -106,7 +109,16 @@ static void read_cmdline(void)
             check_ms = (unsigned)parse_u64(tok + 13);
         else if (!strncmp(tok, "labmig.disk=", 12))
             snprintf(disk, sizeof disk, "%s", tok + 12);
-        else if (!strncmp(tok, "labmig.name=", 12))
+        else if (!strncmp(tok, "labmig.hbto=", 12)) {
+            char *colon = strchr(tok + 12, ':');
+            if (colon) {
+                *colon = 0;
+                hb_to.sin_family = AF_INET;
+                hb_to.sin_port = htons((unsigned short)parse_u64(colon + 1));
+                if (inet_pton(AF_INET, tok + 12, &hb_to.sin_addr) != 1)
+                    hb_to.sin_family = 0;
+            }
+        } else if (!strncmp(tok, "labmig.name=", 12))
             snprintf(name, sizeof name, "%s", tok + 12);
     }
 }
@@ -311,6 +323,13 @@ int main(void)
                 (unsigned long long)hb_seq, t - start, (unsigned long long)dirty_rate,
                 (unsigned long long)wss, (unsigned long long)errors,
                 (unsigned long long)check_rounds, (unsigned long long)boot_count);
+            if (hb_to.sin_family && sock >= 0) {
+                char hb[160];
+                int n = snprintf(hb, sizeof hb, "HB %s seq=%llu errors=%llu boot=%llu", name,
+                                 (unsigned long long)hb_seq, (unsigned long long)errors,
+                                 (unsigned long long)boot_count);
+                sendto(sock, hb, n, 0, (struct sockaddr *)&hb_to, sizeof hb_to);
+            }
             next_hb += hb_ms / 1000.0;
             if (next_hb < t)
                 next_hb = t + hb_ms / 1000.0;

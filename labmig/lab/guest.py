@@ -11,7 +11,9 @@
 The guest's workload (``labmig/guest/workload.c``) takes its settings from the
 kernel command line and answers UDP on port 7777: ``RATE <bytes/s>`` changes the
 dirty rate while it runs, ``WSS <bytes>`` the working set (up to the size set at
-boot), ``STAT`` returns its counters, ``PING x`` echoes ``PONG x``.
+boot), ``STAT`` returns its counters, ``PING x`` echoes ``PONG x``. With each
+console heartbeat it also sends ``HB <name> seq=N errors=E boot=B`` over UDP to the
+client's address, port 7778 (:func:`heartbeat_socket` listens for them).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from ..errors import InvalidInput, LabError
-from .plan import GUEST_PREFIX, GUEST_UDP_PORT, LabPlan
+from .plan import GUEST_PREFIX, GUEST_UDP_PORT, HEARTBEAT_UDP_PORT, LabPlan
 
 DISK_MAGIC = b"LABMIGDK"
 MiB = 1024 * 1024
@@ -77,6 +79,7 @@ class GuestSpec:
             f"labmig.name={self.name}", f"labmig.ip={self.address(plan)}/{GUEST_PREFIX}",
             f"labmig.dirty={int(self.dirty_rate)}", f"labmig.wss={int(self.wss)}",
             f"labmig.port={GUEST_UDP_PORT}", f"labmig.hb={self.heartbeat_ms}", f"labmig.check={self.check_ms}",
+            f"labmig.hbto={plan.client_addr}:{HEARTBEAT_UDP_PORT}",
         ]
         if self.extra_cmdline:
             parts.append(self.extra_cmdline)
@@ -93,6 +96,7 @@ def disk_path(plan: LabPlan, spec: GuestSpec) -> str:
 def domain_xml(plan: LabPlan, spec: GuestSpec, disk: str, console_log: str, domain_type: str = "qemu") -> str:
     # cache='none': libvirt only allows live migration of a disk on a path it cannot
     # prove is shared when the host page cache is bypassed.
+    cpu = "\n  <cpu mode='host-passthrough'/>" if domain_type == "kvm" else ""
     return f"""<domain type='{domain_type}'>
   <name>{escape(spec.name)}</name>
   <memory unit='KiB'>{spec.memory // 1024}</memory>
@@ -103,7 +107,7 @@ def domain_xml(plan: LabPlan, spec: GuestSpec, disk: str, console_log: str, doma
     <initrd>{plan.boot_dir / 'initrd.img'}</initrd>
     <cmdline>{escape(spec.cmdline(plan))}</cmdline>
   </os>
-  <features><acpi/></features>
+  <features><acpi/></features>{cpu}
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
@@ -247,6 +251,14 @@ def control(plan: LabPlan, address: str, command: str, timeout: float = 2.0, ret
         sock.close()
     raise LabError(f"guest at {address} did not answer {command.split()[0]!r} within {timeout:.1f} s",
                    hint="is it running and booted? read its console log")
+
+
+def heartbeat_socket(plan: LabPlan) -> socket.socket:
+    """A UDP socket in the client namespace receiving the guests' network heartbeats."""
+    sock = netns_socket(Path("/run/netns") / plan.client_netns)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((plan.client_addr, HEARTBEAT_UDP_PORT))
+    return sock
 
 
 def parse_stat(answer: str) -> dict[str, int | str]:

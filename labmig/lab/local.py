@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidInput, LabError
-from . import guestbuild, libvirtd, netns, sshd
+from . import accel as accelmod, guestbuild, libvirtd, netns, sshd
 from .guest import (ConsoleLog, GuestSpec, control, create_disk, disk_path, domain_xml, parse_stat,
                     read_boot_counter, wait_for)
 from .plan import STATE_ROOT, HostPlan, LabPlan, make_plan
@@ -42,6 +42,7 @@ class UpReport:
     steps: dict[str, float] = field(default_factory=dict)
     uris: dict[str, str] = field(default_factory=dict)
     already_up: bool = False
+    accel: str = "tcg"
 
 
 class LabHost:
@@ -262,6 +263,7 @@ class LocalLab:
             if built is not None:
                 image = built.result()
                 step("guest-image", self._install_boot_files, image)
+                report.accel = step("accel", self._choose_accel, image)
             t = time.monotonic()
             for f in warm:
                 f.result()
@@ -291,6 +293,19 @@ class LocalLab:
         for h in self.plan.hosts:
             libvirtd.write_config(h)
             libvirtd.start(h)
+
+    def _choose_accel(self, image: guestbuild.GuestImage) -> str:
+        chosen = accelmod.choose(image.kernel, image.initrd, guestbuild.DEFAULT_CACHE)
+        (self.plan.run_dir / "accel").write_text(chosen + "\n")
+        return chosen
+
+    @property
+    def accel(self) -> str:
+        """'kvm' or 'tcg': what this lab's guests run on (decided at up)."""
+        try:
+            return (self.plan.run_dir / "accel").read_text().strip() or "tcg"
+        except OSError:
+            return os.environ.get("LABMIG_ACCEL", "tcg")
 
     def _install_boot_files(self, image: guestbuild.GuestImage) -> None:
         boot = self.plan.boot_dir
@@ -436,7 +451,8 @@ class LocalLab:
         create_disk(guest.disk_outside(host), spec.disk_size)
         for other in self.hosts.values():
             other.console_path(spec.name).unlink(missing_ok=True)
-        xml = domain_xml(self.plan, spec, guest.disk, h.plan.console_log(spec.name), _domain_type())
+        xml = domain_xml(self.plan, spec, guest.disk, h.plan.console_log(spec.name),
+                         "kvm" if self.accel == "kvm" else "qemu")
         conn = h.connect()
         try:
             dom = conn.defineXML(xml)
@@ -494,18 +510,13 @@ def _spec_from_domain(host: LabHost, name: str) -> GuestSpec:
     )
 
 
-def _domain_type() -> str:
-    """'qemu' (TCG) unless LABMIG_ACCEL=kvm asks for KVM (real hosts, the Vagrant pair)."""
-    return "kvm" if os.environ.get("LABMIG_ACCEL", "tcg") == "kvm" else "qemu"
-
-
 def _check_qemu() -> None:
     out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False).stdout
     try:
         major = int(out.split("version", 1)[1].split(".")[0])
     except (IndexError, ValueError) as exc:
         raise LabError("qemu-system-x86_64 is missing or unreadable", hint="run `labmig lab up` as root") from exc
-    if major < QEMU_MIN_MAJOR and _domain_type() == "qemu":
+    if major < QEMU_MIN_MAJOR and os.environ.get("LABMIG_ACCEL") != "kvm":
         raise LabError(f"QEMU {major} corrupts TCG guests after a multi-pass live migration",
                        hint="install QEMU from bookworm-backports: bash labmig/lab/host-packages.sh")
 

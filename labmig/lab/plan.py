@@ -34,6 +34,7 @@ CLIENT_ADDR = f"{GUEST_NET}.3"
 GUEST_FIRST_HOST = 10
 LIBVIRT_TCP_PORT = 16509
 GUEST_UDP_PORT = 7777
+HEARTBEAT_UDP_PORT = 7778
 RUN_ROOT = Path(os.environ.get("LABMIG_RUN_DIR", "/run/labmig"))
 STATE_ROOT = Path(os.environ.get("LABMIG_STATE_DIR", "/var/lib/labmig"))
 

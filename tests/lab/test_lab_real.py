@@ -12,7 +12,7 @@ import pytest
 
 from labmig.errors import LabError
 from labmig.lab import SHARED_DISK_MIGRATE_FLAGS, GuestSpec, LocalLab, inject
-from labmig.lab.guest import netns_socket, wait_for
+from labmig.lab.guest import heartbeat_socket, netns_socket, wait_for
 
 pytestmark = pytest.mark.lab
 MiB = 2**20
@@ -27,6 +27,7 @@ def _guest(lab, request, **kwargs):
 
 def test_two_hosts_with_distinct_identities(lab):
     assert lab.is_up()
+    assert lab.accel in ("tcg", "kvm")
     seen = {}
     for name, host in lab.hosts.items():
         conn = host.connect()
@@ -57,7 +58,16 @@ def test_hosts_reach_each_other_over_ssh_with_the_lab_keys(lab):
 @pytest.mark.slow
 def test_guest_boots_counts_its_boot_and_changes_rate_while_running(lab, request):
     spec = _guest(lab, request, name="boottest", index=20, wss=16 * MiB)
+    hb = heartbeat_socket(lab.plan)
     g = lab.create_guest(spec, host="lab1")
+    # Heartbeats on the network too, sent by the guest to the client's address.
+    hb.settimeout(5)
+    deadline = time.monotonic() + 10
+    got = b""
+    while time.monotonic() < deadline and not got.startswith(b"HB boottest "):
+        got = hb.recv(256)
+    hb.close()
+    assert got.startswith(b"HB boottest ") and b"boot=1" in got
     log = g.console("lab1")
     assert log.boot_count == 1 and g.boot_counter("lab1") == 1
     assert g.stat()["dirty"] == 0

@@ -145,3 +145,11 @@ def test_fault_registry_names_and_parameters():
     assert {"link-cut", "link-restore", "link-slow", "kill-libvirtd", "kill-qemu", "fill-disk"} <= set(FAULTS)
     assert FAULTS["kill-qemu"].params == ["host", "domain"]
     assert FAULTS["link-cut"].params == []
+
+
+def test_kvm_guests_pass_the_host_cpu_through():
+    plan = make_plan("x")
+    kvm = ET.fromstring(domain_xml(plan, GuestSpec(), "/d", "/c", "kvm"))
+    tcg = ET.fromstring(domain_xml(plan, GuestSpec(), "/d", "/c", "qemu"))
+    assert kvm.get("type") == "kvm" and kvm.find("cpu").get("mode") == "host-passthrough"
+    assert tcg.find("cpu") is None
