@@ -6,7 +6,11 @@
                       needs, what a failure leaves), ``render()`` prints it, ``to_dict()``
     compare_on_hosts()  a live migration source → destination, then a cold migration
                       back (confirmed, the destination's copy removed): the VM ends
-                      where it started, both runs on the same link
+                      where it started, both runs on the same link. After a block
+                      migration the source's stale disk copies are removed first, as
+                      Nova's post-live-migration clean-up does, so the cold run copies
+                      the whole disk rather than a delta against a copy Nova would
+                      not have kept
     compare_simulated()  the same table from the simulator, for a plan of the same shape
                       (used when no lab can come up, and said so)
 """
@@ -102,16 +106,35 @@ def compare_on_hosts(vm: str, source: str, destination: str, live_options: Any =
     from .live.probe import probe_for
 
     live_plan = LivePlan(vm, source, destination, live_options or LiveOptions())
-    with LiveMigration(live_plan, probe=probe_for(vm, source), on_event=on_event) as mig:
+    with LiveMigration(live_plan, probe=probe_for(vm), on_event=on_event) as mig:
         live = mig.run()
     log.info("live: %s", live.message)
+    if live.bytes_by_phase.get("disk"):
+        _remove_stale_disks(vm, source, destination)
     opts = cold_options or ColdOptions()
     opts = replace(opts, auto_confirm=True, delete_source_disks=True)
-    with ColdMigration(ColdPlan(vm, destination, source, opts), probe=probe_for(vm, destination),
+    with ColdMigration(ColdPlan(vm, destination, source, opts), probe=probe_for(vm),
                        on_event=on_event) as mig:
         cold = mig.run()
     log.info("cold: %s", cold.message)
     return Comparison(live, cold, "libvirt")
+
+
+def _remove_stale_disks(vm: str, source: str, destination: str) -> None:
+    from .cold.domxml import read_disks
+    from .cold.hostops import HostOps, agent_for
+    from .cold.sides import cold_host
+
+    src, dst = cold_host(source), cold_host(destination)
+    dom = HostOps(dst.host).lookup(vm)
+    if dom is None:
+        return
+    stale = [d.path for d in read_disks(HostOps(dst.host).xml(dom)) if src.classify(d.path) == "local"]
+    if stale:
+        with agent_for(src) as agent:
+            for path in stale:
+                agent.call("remove", path=path)
+                log.info("removed the stale copy of %s on %s", path, source)
 
 
 def compare_simulated(memory: int = 128 << 20, disk_size: int = 16 << 20, bandwidth: float = 1e9 / 8,

@@ -371,12 +371,24 @@ class ColdMigration:
         probe, self.probe = self.probe, None
         if probe is None:
             return None
-        answers = getattr(probe, "answers", None)
-        if wait and answers is not None:
-            seen = len(answers)
+        if wait:
             deadline = time.monotonic() + 10.0
-            while len(answers) <= seen and time.monotonic() < deadline:
-                time.sleep(0.02)
+            answers = getattr(probe, "answers", None)
+            guest = getattr(probe, "guest", None)
+            if answers is not None:
+                seen = len(answers)
+                while len(answers) <= seen and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            elif guest is not None and hasattr(guest, "stat"):
+                while time.monotonic() < deadline:  # the lab guest answers its own service once up
+                    try:
+                        guest.stat()
+                        break
+                    except LabmigError:
+                        time.sleep(0.05)
+                time.sleep(0.2)
+            else:
+                time.sleep(0.5)
         return probe.stop()
 
     def _rollback(self, exc: BaseException) -> bool:

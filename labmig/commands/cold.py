@@ -100,7 +100,7 @@ def cmd_migrate_cold(args: argparse.Namespace) -> int:
     probe = None
     if not args.check_only:
         from ..live.probe import probe_for
-        probe = probe_for(args.vm, source.name)
+        probe = probe_for(args.vm)
     with ColdMigration(plan, on_event=on_event, probe=probe, progress=show) as mig:
         if args.check_only:
             checks = mig.precheck()
