@@ -32,11 +32,11 @@ page independently with probability ``1 - exp(-r t / W)`` in ``t`` seconds
 ``1 - exp(-λ t)``, ``λ = r / W``, and the expected next round is
 ``W (1 - exp(-r Ti / W))``.
 
-The model leaves out what QEMU does at a finer grain than a pass: QEMU syncs
-as soon as the pending estimate drops below the threshold (not exactly at the
-end of the pass) and checks again every ~100 ms; with a sustained dirty rate
-below the bandwidth this makes its real downtime approach the limit rather
-than ``Vn w / B``.
+This is the engine's default ``bitmap_sync="pass"``. QEMU itself syncs as soon
+as the pending estimate drops below the threshold and then after every slice
+of sending (``bitmap_sync="qemu"``): the same volumes in the bulk, but an
+endgame of many short iterations whose downtime approaches the limit rather
+than ``Vn w / B``; that mode is checked by invariants, not by this formula.
 """
 from __future__ import annotations
 

@@ -67,6 +67,7 @@ class PassRecord:
     pages_dirtied: int        # distinct pages in the dirty log at the sync
     pending_pages: int        # pages in the migration bitmap after the sync
     interrupted: bool = False
+    pages_new: int = 0        # pages the sync added to the migration bitmap (QEMU's num_dirty_pages_period)
 
     @property
     def duration(self) -> float:
@@ -88,8 +89,8 @@ class XbzrleCache:
         self.hits = 0
         self.misses = 0
 
-    def lookup(self, idx: np.ndarray, insert: bool) -> np.ndarray:
-        """Hit mask for the sorted pages ``idx``, sent in that order; updates the cache."""
+    def lookup(self, idx: np.ndarray) -> np.ndarray:
+        """Hit mask for the sorted pages ``idx`` if they were sent in that order now."""
         slots = idx % self.slots
         order = np.argsort(slots, kind="stable")
         s_sorted = slots[order]
@@ -97,15 +98,21 @@ class XbzrleCache:
         first[1:] = s_sorted[1:] != s_sorted[:-1]
         is_first = np.empty(len(idx), dtype=bool)
         is_first[order] = first
-        hit = is_first & (self.tags[slots] == idx)
-        if insert:
+        return is_first & (self.tags[slots] == idx)
+
+    def commit(self, idx: np.ndarray, hit: np.ndarray, insert: bool) -> None:
+        """Record that ``idx`` (with ``hit`` from lookup) were sent; cache the misses."""
+        self.hits += int(hit.sum())
+        self.misses += int(len(idx) - hit.sum())
+        if insert and len(idx):
+            # The last page sent in each slot is the one that stays there.
+            slots = idx % self.slots
+            order = np.argsort(slots, kind="stable")
+            s_sorted = slots[order]
             last = np.ones(len(idx), dtype=bool)
             last[:-1] = s_sorted[1:] != s_sorted[:-1]
             winners = order[last]
             self.tags[slots[winners]] = idx[winners]
-        self.hits += int(hit.sum())
-        self.misses += int(len(idx) - hit.sum())
-        return hit
 
 
 @dataclass
@@ -168,6 +175,8 @@ class LiveEngine:
         self.wire_rate = bw                   # bytes/s the migration stream achieves
         self.mirror_rate = 0.0                # bytes/s a disk mirror takes from it
         self.xbzrle = XbzrleCache(xbzrle_cache, self.page) if xbzrle_cache else None
+        self._xbzrle_pending: tuple[np.ndarray, np.ndarray] | None = None
+        self._last_priced = np.empty(0, dtype=np.int64)
 
         self.track = track_versions
         if track_versions:
@@ -208,11 +217,22 @@ class LiveEngine:
         if self.xbzrle is not None and self.bulk_done and not self.in_postcopy:
             normal = costs > ZERO_PAGE_BYTES
             hit = np.zeros(len(idx), dtype=bool)
-            hit[normal] = self.xbzrle.lookup(idx[normal], insert=not last_stage)
+            hit[normal] = self.xbzrle.lookup(idx[normal])
             encoded = math.ceil(self.plan.workload.delta_fraction * self.page) + 4
             if encoded < self.page:
                 costs[hit] = PAGE_HEADER + XBZRLE_PREFIX + encoded
+            self._xbzrle_pending = (normal, hit)
         return costs
+
+    def _xbzrle_commit(self, take: int, last_stage: bool) -> None:
+        """Cache bookkeeping for the first ``take`` pages priced by the last _page_costs."""
+        if self.xbzrle is None or self._xbzrle_pending is None:
+            return
+        normal, hit = self._xbzrle_pending
+        self._xbzrle_pending = None
+        sent = self._last_priced[:take]
+        mask = normal[:take]
+        self.xbzrle.commit(sent[mask], hit[:take][mask], insert=not last_stage)
 
     def _mark_sent(self, idx: np.ndarray) -> None:
         if self.track:
@@ -251,11 +271,16 @@ class LiveEngine:
                 self.on_event(item)
 
     # -- the steps -----------------------------------------------------------
-    def run_pass(self, phase: str = "precopy") -> PassRecord:
-        """Send the migration bitmap, then sync the dirty log into it (one iteration).
+    def run_pass(self, phase: str = "precopy", sync_below: float | None = None,
+                 check_interval: float = 0.05) -> PassRecord:
+        """Send from the migration bitmap, then sync the dirty log into it (one iteration).
 
-        Stops early, with ``interrupted`` set, when an agenda event sets
-        ``self.interrupt`` (abort, forced post-copy, pause).
+        By default the pass sends the whole bitmap and syncs at its end. With
+        ``sync_below`` (pages) it behaves as QEMU's migration thread: it sends
+        in slices of ``check_interval`` seconds and syncs as soon as the
+        pending count is below ``sync_below`` after a slice, pages still in
+        the bitmap staying there. Stops early, with ``interrupted`` set, when
+        an agenda event sets ``self.interrupt`` (abort, forced post-copy, pause).
         """
         t_start = self.now
         sent = 0
@@ -263,24 +288,26 @@ class LiveEngine:
         simple = self.xbzrle is None and not self.track
         while True:
             remaining = self.pending_pages
-            if remaining == 0:
+            if remaining == 0 or (sync_below is not None and remaining < sync_below):
                 break
-            budget = (self.agenda.next_time() - self.now) * self.bandwidth
-            if simple:
-                zero = self._zero_pending() if self.zero_page_detection else 0
-                cost = (remaining - zero) * (self.page + PAGE_HEADER) + zero * ZERO_PAGE_BYTES
-                if cost <= budget:
-                    self.pending.fill(0)
-                    self.cursor = 0
-                    self.totals.zero_pages += zero
-                    n_sent, n_bytes = remaining, cost
-                else:
-                    n_sent, n_bytes = self._send_in_order(budget, last_stage=False)
+            event_budget = (self.agenda.next_time() - self.now) * self.bandwidth
+            budget = event_budget
+            if sync_below is not None:
+                need = (remaining - math.ceil(sync_below) + 1) * (self.page + PAGE_HEADER) / self.bandwidth
+                slices = max(1, math.ceil(need / check_interval - 1e-9))
+                budget = min(budget, slices * check_interval * self.bandwidth)
+            zero = self._zero_pending() if simple and self.zero_page_detection else 0
+            cost = (remaining - zero) * (self.page + PAGE_HEADER) + zero * ZERO_PAGE_BYTES
+            if simple and cost <= budget:
+                self.pending.fill(0)
+                self.cursor = 0
+                self.totals.zero_pages += zero
+                n_sent, n_bytes = remaining, cost
             else:
                 n_sent, n_bytes = self._send_in_order(budget, last_stage=False)
             sent += n_sent
             wire += n_bytes
-            if self.pending_pages == 0:
+            if self.pending_pages == 0 or budget < event_budget:
                 dt = n_bytes / self.bandwidth
                 self._dirty(dt)
                 self.clock.advance(dt)
@@ -297,14 +324,21 @@ class LiveEngine:
         if self.mirror_rate:
             self.totals.add("disk", self.mirror_rate * (self.now - t_start))
         interrupted = bool(self.interrupt)
-        dirtied = 0
+        dirtied = new = 0
         if not interrupted:
-            dirtied = core.fetch_and_clear(self.log, self.pending)
-            self.cursor = 0
+            if self.pending_pages == 0:
+                dirtied = new = core.fetch_and_clear(self.log, self.pending)
+                self.cursor = 0
+            else:
+                before = self.pending_pages
+                dirtied = core.popcount(self.log, self.n)
+                core.bitmap_or(self.pending, self.log)
+                self.log.fill(0)
+                new = self.pending_pages - before
             self.iterations += 1
             self.bulk_done = True
         pending = self.pending_pages
-        rec = PassRecord(self.iterations, t_start, self.now, sent, wire, dirtied, pending, interrupted)
+        rec = PassRecord(self.iterations, t_start, self.now, sent, wire, dirtied, pending, interrupted, new)
         dur = rec.duration
         self.timeline.append(TimelinePoint(
             t=round(self.now, 9), phase=phase, iteration=self.iterations, pages_sent=sent,
@@ -336,10 +370,12 @@ class LiveEngine:
                 continue
             idx = out[:count].copy()
             costs = self._page_costs(idx, last_stage)
+            self._last_priced = idx
             cum = np.cumsum(costs)
             take = int(np.searchsorted(cum, budget - wire, side="right"))
             if take == 0:
                 break
+            self._xbzrle_commit(take, last_stage)
             idx = idx[:take]
             self._mark_sent(idx)
             self._clear_pending(idx)

@@ -54,7 +54,7 @@ class Autoconverge(Precopy):
 
     def after_sync(self, eng: LiveEngine, rec: PassRecord) -> None:
         o = self.options
-        self._dirty_period += rec.pages_dirtied
+        self._dirty_period += rec.pages_new
         if eng.now < self._last_check + 1.0:
             return
         sent = sum(eng.totals.bytes_by_phase.values())

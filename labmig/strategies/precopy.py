@@ -5,7 +5,12 @@
 
 QEMU's rule: after each sync, switch over when the pending RAM is below the
 threshold ``measured bandwidth × downtime_limit``; the pause then sends what is
-pending (and the device state). QEMU itself never gives up; the simulator calls
+pending (and the device state). When to sync: ``bitmap_sync="pass"`` syncs at
+the end of each pass over the bitmap (the textbook model, which
+labmig.sim.analytic solves in closed form); ``bitmap_sync="qemu"`` syncs as QEMU
+does, as soon as the pending count drops below the threshold, checking after
+every ``check_interval`` of sending: near the end it syncs every slice, and
+the downtime ends up close to the limit. QEMU itself never gives up; the simulator calls
 a run "did not converge" when the pending volume has not dropped 5 % below its
 best for ``stall_passes`` passes (the dirty set outruns the link), or after
 ``max_iterations`` passes or the plan's ``max_time``.
@@ -42,7 +47,12 @@ class PrecopyOptions:
     xen_max_iterations: int = option(29, "int", "xen rule: stop after this many passes")
     xen_min_pages: int = option(50, "int", "xen rule: stop when fewer pages than this are pending")
     xen_max_factor: float = option(3.0, "float", "xen rule: stop once this many times the memory was sent")
+    bitmap_sync: str = option("pass", "choice", "pass: sync at the end of each pass (the closed-form model); "
+                              "qemu: sync as soon as pending < threshold, checked every check_interval",
+                              choices=("pass", "qemu"))
+    check_interval: float = option(0.05, "duration", "qemu sync: sending slice between checks (ram_save_iterate)")
     stall_passes: int = option(5, "int", "call it non-converging after this many passes without progress")
+    stall_time: float = option(10.0, "duration", "... lasting at least this long")
     max_iterations: int = option(1000, "int", "give up after this many passes")
 
 
@@ -65,6 +75,13 @@ class Precopy(Strategy):
     def after_sync(self, eng: LiveEngine, rec: PassRecord) -> None:
         """Called after every sync, before ``decide``."""
 
+    def sync_below(self, eng: LiveEngine) -> float | None:
+        """With bitmap_sync="qemu": QEMU syncs once pending < threshold_size (in pages)."""
+        o = self.options
+        if o.bitmap_sync != "qemu" or o.stop_rule != "qemu":
+            return None
+        return eng.bandwidth * eng.downtime_limit / eng.page
+
     def converged(self, eng: LiveEngine, rec: PassRecord) -> bool:
         o = self.options
         if o.stop_rule == "xen":
@@ -83,11 +100,11 @@ class Precopy(Strategy):
             return "complete"
         o = self.options
         if rec.pending_pages < 0.95 * self._best:
-            self._best, self._since_best = rec.pending_pages, 0
+            self._best, self._since_best, self._t_best = rec.pending_pages, 0, eng.now
         else:
             self._since_best += 1
-        if (self._since_best >= o.stall_passes or eng.iterations >= o.max_iterations
-                or eng.now >= eng.plan.max_time):
+        stalled = self._since_best >= o.stall_passes and eng.now - self._t_best >= o.stall_time
+        if stalled or eng.iterations >= o.max_iterations or eng.now >= eng.plan.max_time:
             return self.not_converging(eng, rec)
         return "continue"
 
@@ -99,7 +116,7 @@ class Precopy(Strategy):
         eng = self.make_engine(plan, track_versions)
         eng.downtime_limit = self.options.downtime_limit
         self.engine = eng
-        self._best, self._since_best = math.inf, 0
+        self._best, self._since_best, self._t_best = math.inf, 0, 0.0
         if not plan.storage.shared:
             size = plan.vm.disk_size
             if not eng.mirror_disk(size, plan.storage.disk_dirty_rate, plan.storage.disk_bandwidth):
@@ -109,7 +126,7 @@ class Precopy(Strategy):
         verdict = self.prepare(eng)
         rec: Optional[PassRecord] = None
         while verdict == "continue":
-            rec = eng.run_pass()
+            rec = eng.run_pass(sync_below=self.sync_below(eng), check_interval=self.options.check_interval)
             if rec.interrupted:
                 verdict = eng.interrupt or "abort"
                 break

@@ -36,6 +36,8 @@ def plans(draw):
         options["xbzrle_cache_size"] = draw(st.integers(1, pages)) * page
     if strategy == "precopy":
         options["stop_rule"] = draw(st.sampled_from(["qemu", "xen"]))
+    if strategy != "postcopy" or options.get("postcopy_after_passes"):
+        options["bitmap_sync"] = draw(st.sampled_from(["pass", "qemu"]))
     return Plan(vm=VM(memory=pages * page, page_size=page, vcpus=draw(st.integers(1, 4))),
                 workload=workload, link=Link(bandwidth=bandwidth, rtt=draw(st.floats(0.0, 0.01))),
                 strategy=strategy, options=options, seed=draw(st.integers(0, 2**32 - 1)), max_time=300.0)

@@ -160,3 +160,33 @@ def test_bad_options_are_named():
         run(MILD, "teleport")
     with pytest.raises(InvalidInput, match="downtime_limit"):
         run(MILD, "precopy", downtime_limit="soon")
+
+
+def test_qemu_bitmap_sync_ends_close_to_the_downtime_limit():
+    plan = replace(MILD, workload=Workload(kind="sequential", dirty_rate=400 * MiB))
+    by_pass = run(plan, "precopy")
+    qemu = run(plan, "precopy", bitmap_sync="qemu", downtime_limit=0.3)
+    assert qemu.completed and qemu.iterations > by_pass.iterations
+    assert 0.75 * 0.3 <= qemu.downtime <= 0.3 * 4104 / 4096 + plan.link.rtt
+    assert qemu.downtime > by_pass.downtime
+    assert qemu.total_time == pytest.approx(by_pass.total_time, rel=0.05)
+    # near the end QEMU syncs after every 50 ms slice
+    gaps = [b.t - a.t for a, b in zip(qemu.timeline[-4:-2], qemu.timeline[-3:-1])]
+    assert all(g == pytest.approx(0.05, rel=0.05) for g in gaps)
+
+
+def test_xbzrle_cache_is_direct_mapped_like_qemus():
+    import numpy as np
+
+    from labmig.sim.engine import XbzrleCache
+
+    cache = XbzrleCache(4 * 4096, 4096)
+    first = np.array([0, 1, 2, 3], dtype=np.int64)
+    cache.commit(first, cache.lookup(first), insert=True)
+    assert cache.misses == 4 and cache.hits == 0
+    again = np.array([0, 4, 5], dtype=np.int64)           # 0 and 4 share slot 0; 5 is in slot 1
+    hit = cache.lookup(again)
+    assert hit.tolist() == [True, False, False]
+    cache.commit(again[:2], hit[:2], insert=True)         # only the first two were sent
+    assert cache.tags.tolist() == [4, 1, 2, 3]
+    assert cache.lookup(np.array([1, 4], dtype=np.int64)).tolist() == [True, True]
