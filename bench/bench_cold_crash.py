@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         out["crash_passed"], out["crash_total"] = passed, total
         fig = copy_figures(lab, guest, journal)
         out["copy"] = fig
-        print(f"\ncopy of a 16 MiB disk (8 MiB random data), bytes counted on the ssh pipes:")
+        print("\ncopy of a 16 MiB disk (8 MiB random data), bytes counted on the ssh pipes:")
         print(f"  full copy (destination empty)   {fig['full_bytes']:>10,} B  in {fig['full_seconds']:.2f} s")
         print(f"  way back (destination older)    {fig['delta_bytes']:>10,} B  in {fig['delta_seconds']:.2f} s "
               f"({fig['blocks_sent']} of {fig['blocks_total']} blocks, {fig['changed_bytes']:,} B changed)")

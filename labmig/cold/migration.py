@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..blockcopy import VERIFY_MODES
-from ..errors import InvalidInput, LabmigError, MigrationFailed, PrecheckFailed, VerifyFailed
+from ..errors import InvalidInput, LabmigError, MigrationFailed, PrecheckFailed
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..units import format_duration, format_size, parse_duration, parse_size
 from . import domxml
 from .hostops import HostOps, execute_recovery, observe
-from .journal import Journal, JournalError, Step
+from .journal import Journal, Step
 from .recovery import plan_recovery
 from .sides import ColdHost, cold_host
 
@@ -63,7 +63,8 @@ class ColdOptions:
             try:
                 re.compile(self.ready_marker)
             except re.error as exc:
-                raise InvalidInput(f"bad ready marker {self.ready_marker!r}: {exc}", "give a regular expression") from exc
+                raise InvalidInput(f"bad ready marker {self.ready_marker!r}: {exc}",
+                                   "give a regular expression") from exc
 
 
 @dataclass
@@ -160,7 +161,8 @@ class ColdMigration:
         state = self.journal.state()
         if state is not None and not state.finished:
             raise PrecheckFailed(f"{self.plan.vm} has an unfinished cold migration ({state.last})",
-                                 f"run `labmig recover`, or `labmig confirm {self.plan.vm}` / `labmig revert {self.plan.vm}`")
+                                 f"run `labmig recover`, or `labmig confirm {self.plan.vm}` / "
+                                 f"`labmig revert {self.plan.vm}`")
         dom = src_ops.lookup(self.plan.vm)
         if dom is None:
             raise PrecheckFailed(f"no VM named {self.plan.vm!r} on {self.src.name}",
@@ -318,7 +320,8 @@ class ColdMigration:
         self.journal.append(Step.DISK_COPIED, dst=disk.dst, digest=stats["verify_digest"],
                             wire=stats["wire_sent"] + stats["wire_received"])
         self._event("disk-copied", f"{disk.target}: {format_size(stats['wire_sent'] + stats['wire_received'])} "
-                    f"on the wire for {format_size(disk.size)} ({stats['blocks_sent']} of {stats['blocks_total']} blocks sent)")
+                    f"on the wire for {format_size(disk.size)} "
+                    f"({stats['blocks_sent']} of {stats['blocks_total']} blocks sent)")
 
     def _marker(self) -> str | None:
         return self.opts.ready_marker or self.dst.ready_marker
@@ -422,7 +425,8 @@ class ColdMigration:
             kind="cold", strategy="cold", backend="libvirt", outcome=Outcome.COMPLETED,
             total_time=times["up"] - self._t0, downtime=times["up"] - times["stop_begin"],
             vm=self.plan.vm, source=self.src.name, destination=self.dst.name,
-            bytes_by_phase={"disk": wire}, client_interruption=getattr(self, "client_gap", None), message="; ".join(words) + "; awaiting confirm",
+            bytes_by_phase={"disk": wire}, client_interruption=getattr(self, "client_gap", None),
+            message="; ".join(words) + "; awaiting confirm",
             timeline=self.timeline, events=self.events, plan=self.plan.to_dict(),
             extra={"phases": {"shutdown": times["stopped"] - times["stop_begin"],
                               "disk": times["copied"] - times["stopped"],

@@ -66,7 +66,8 @@ def plan_recovery(state: JournalState | None, obs: Observed) -> RecoveryPlan:
 
 def _to_source(obs: Observed, was_running: bool, final: str, reason: str) -> RecoveryPlan:
     if obs.src_active and obs.dst_active:
-        raise JournalError("the VM runs on both hosts", "stop the copy you do not want, then run `labmig recover` again")
+        raise JournalError("the VM runs on both hosts",
+                           "stop the copy you do not want, then run `labmig recover` again")
     actions = []
     if obs.dst_active:
         actions.append(DESTROY_DEST)

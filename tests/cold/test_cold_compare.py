@@ -27,7 +27,8 @@ def test_cli_knows_the_cold_commands():
     p = build_parser()
     a = p.parse_args(["migrate", "cold", "vm1", "--to", "lab2", "--shutdown-timeout", "5s", "--json"])
     assert a.kind == "cold" and a.to == "lab2" and a.json
-    for argv in (["confirm", "vm1", "--delete-source-disks"], ["revert", "vm1"], ["recover"], ["compare", "--simulate"]):
+    for argv in (["confirm", "vm1", "--delete-source-disks"], ["revert", "vm1"], ["recover"],
+                 ["compare", "--simulate"]):
         assert callable(p.parse_args(argv).func)
 
 

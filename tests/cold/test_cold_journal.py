@@ -1,6 +1,5 @@
 """The cold-migration journal: durable records, torn last line, archive, refusals."""
 import json
-import os
 
 import pytest
 

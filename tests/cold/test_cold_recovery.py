@@ -21,19 +21,26 @@ def apply(obs, actions):
     s = dict(sd=obs.src_defined, sa=obs.src_active, dd=obs.dst_defined, da=obs.dst_active)
     for a in actions:
         if a == R.DESTROY_DEST:
-            assert s["da"]; s["da"] = False
+            assert s["da"]
+            s["da"] = False
         elif a == R.UNDEFINE_DEST:
-            assert s["dd"] and not s["da"]; s["dd"] = False
+            assert s["dd"] and not s["da"]
+            s["dd"] = False
         elif a == R.DEFINE_SOURCE:
-            assert not s["sd"]; s["sd"] = True
+            assert not s["sd"]
+            s["sd"] = True
         elif a == R.START_SOURCE:
-            assert s["sd"] and not s["sa"]; s["sa"] = True
+            assert s["sd"] and not s["sa"]
+            s["sa"] = True
         elif a == R.DEFINE_DEST:
-            assert not s["dd"]; s["dd"] = True
+            assert not s["dd"]
+            s["dd"] = True
         elif a == R.START_DEST:
-            assert s["dd"] and not s["da"]; s["da"] = True
+            assert s["dd"] and not s["da"]
+            s["da"] = True
         elif a == R.UNDEFINE_SOURCE:
-            assert s["sd"] and not s["sa"]; s["sd"] = False
+            assert s["sd"] and not s["sa"]
+            s["sd"] = False
         elif a == R.DELETE_SOURCE_DISKS:
             assert not s["sd"]
     return s
@@ -67,7 +74,8 @@ def test_before_guest_up_rolls_back_after_stays():
 
 def test_confirm_deletes_source_disks_only_on_request():
     obs = R.Observed(False, False, True, True)
-    assert R.DELETE_SOURCE_DISKS in R.plan_recovery(state_at(Step.CONFIRM_STARTED, delete_source_disks=True), obs).actions
+    plan = R.plan_recovery(state_at(Step.CONFIRM_STARTED, delete_source_disks=True), obs)
+    assert R.DELETE_SOURCE_DISKS in plan.actions
     plan = R.plan_recovery(state_at(Step.CONFIRM_STARTED, delete_source_disks=False), obs)
     assert plan.actions == [] and plan.final_step == Step.CONFIRMED
 
