@@ -169,7 +169,10 @@ class Plan:
         key = name.replace("_", "-")
         if key in PARAMETERS:
             section, attr, parse = PARAMETERS[key]
-            parsed = parse(value)
+            try:
+                parsed = parse(value)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{key}: {exc.message}", exc.hint) from exc
             if section is None:
                 return replace(self, **{attr: parsed}).validated()
             part = replace(getattr(self, section), **{attr: parsed})
@@ -219,7 +222,10 @@ def _section(klass: type, name: str, data: Any) -> Any:
     kwargs = {}
     for key, value in data.items():
         parse = _FIELD_PARSERS.get((name, key))
-        kwargs[key] = parse(value) if parse else value
+        try:
+            kwargs[key] = parse(value) if parse else value
+        except InvalidInput as exc:
+            raise InvalidInput(f"plan field {name}.{key}: {exc.message}", exc.hint) from exc
     return klass(**kwargs)
 
 

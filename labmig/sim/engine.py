@@ -502,6 +502,7 @@ class LiveEngine:
         self.totals.add("disk", rate * t)
         self.clock.advance(t)
         self._dirty(t)
+        self.log.fill(0)  # RAM dirty logging starts with the RAM migration; every page is pending anyway
         self.mirror_rate = write_rate
         self.timeline.append(TimelinePoint(
             t=round(self.now, 9), phase="disk", remaining_bytes=self.n * self.page,

@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import core
 from ..errors import InvalidInput
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..plan import Plan
 from ..units import format_duration, format_size
 from .base import Strategy, option
 
-DIGEST_BYTES = 16
+DIGEST_BYTES = 8 * core.DIGEST_WORDS      # one XXH3-128 digest per block, as the core stores it
 DEFINITION_BYTES = 8 << 10
 
 
@@ -46,9 +47,9 @@ class Cold(Strategy):
         if o.shutdown_time < 0 or o.boot_time < 0 or o.digest_rate <= 0:
             raise InvalidInput("shutdown_time and boot_time must be 0 or more, digest_rate more than 0",
                                "e.g. shutdown_time=5s boot_time=15s")
-        if o.block_size < 4096 or o.block_size & (o.block_size - 1):
-            raise InvalidInput(f"block_size {o.block_size} is not a power of two of at least 4 KiB",
-                               "e.g. block_size=64KiB")
+        if not core.MIN_BLOCK <= o.block_size <= core.MAX_BLOCK or o.block_size & (o.block_size - 1):
+            raise InvalidInput(f"block_size {o.block_size} is not a power of two from "
+                               f"{core.MIN_BLOCK} to {core.MAX_BLOCK} bytes", "e.g. block_size=64KiB")
 
     def simulate(self, plan: Plan, track_versions: bool = False) -> MigrationResult:
         plan = plan.validated()

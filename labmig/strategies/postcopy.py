@@ -73,7 +73,8 @@ def nova_downtime_steps(downtime_ms: int, steps: int, delay_s: float, data_gib: 
 
 @dataclass
 class HybridOptions(PostcopyOptions):
-    postcopy_after_passes: int = option(1, "int", "pre-copy passes before switching; 0 = only on stall/timeout")
+    postcopy_after_passes: int = option(1, "int", "pre-copy passes before switching to post-copy "
+                                        "(not under nova_policy, where the completion timeout decides)")
     nova_policy: bool = option(False, "bool", "follow Nova: downtime steps, completion timeout and its action")
     live_migration_downtime: int = option(500, "int", "Nova: final downtime limit, ms")
     live_migration_downtime_steps: int = option(10, "int", "Nova: number of downtime increases")
@@ -97,7 +98,7 @@ class Hybrid(Postcopy):
     def prepare(self, eng: LiveEngine) -> str:
         o = self.options
         if not o.nova_policy:
-            return "continue"
+            return super().prepare(eng)
         plan = eng.plan
         data_gib = plan.vm.memory / GiB + (0 if plan.storage.shared else plan.vm.disk_size / GiB)
         for t, ms in nova_downtime_steps(o.live_migration_downtime, o.live_migration_downtime_steps,

@@ -32,6 +32,10 @@ def plans(draw):
     options = {"downtime_limit": draw(st.sampled_from([0.001, 0.05, 0.3, 2.0]))}
     if strategy in ("postcopy", "hybrid"):
         options["postcopy_after_passes"] = draw(st.integers(0, 3))
+    if strategy == "hybrid" and draw(st.booleans()):
+        options.update(nova_policy=True, live_migration_completion_timeout=draw(st.floats(1.0, 2000.0)),
+                       live_migration_timeout_action=draw(st.sampled_from(["abort", "force_complete"])),
+                       live_migration_permit_post_copy=draw(st.booleans()))
     if strategy == "compression":
         options["xbzrle_cache_size"] = draw(st.integers(1, pages)) * page
     if strategy == "precopy":
@@ -49,7 +53,7 @@ def test_invariants(plan):
     strategy = make_strategy(plan.strategy, plan.options)
     r = strategy.simulate(plan, track_versions=True)
     assert 0 <= r.downtime <= r.total_time
-    assert r.outcome in (Outcome.COMPLETED, Outcome.DID_NOT_CONVERGE)
+    assert r.outcome in (Outcome.COMPLETED, Outcome.DID_NOT_CONVERGE, Outcome.ABORTED)
     times = [p.t for p in r.timeline]
     assert times == sorted(times)
     if r.outcome != Outcome.COMPLETED:
