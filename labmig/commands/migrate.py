@@ -68,15 +68,15 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
     from ..live.policies import POLICIES
 
     g = parser.add_argument_group("live migration options")
-    g.add_argument("--bandwidth", metavar="RATE", help="cap on the migration stream, e.g. 50MiB/s")
-    g.add_argument("--max-downtime", metavar="DURATION", help="longest pause allowed, e.g. 300ms")
+    g.add_argument("--bandwidth", "--max-bandwidth", dest="bandwidth", metavar="RATE", help="cap on the migration stream, e.g. 50MiB/s")
+    g.add_argument("--max-downtime", "--downtime-limit", dest="max_downtime", metavar="DURATION", help="longest pause allowed, e.g. 300ms")
     g.add_argument("--postcopy", default="off", metavar="MODE",
                    help="switch to post-copy: off, now, after:N (passes) or on-timeout")
     g.add_argument("--auto-converge", action="store_true", help="let QEMU throttle the guest's CPU")
-    g.add_argument("--auto-converge-initial", type=int, metavar="PCT", help="first CPU throttle step (QEMU: 20)")
-    g.add_argument("--auto-converge-increment", type=int, metavar="PCT", help="throttle increment per pass (QEMU: 10)")
+    g.add_argument("--auto-converge-initial", "--cpu-throttle-initial", dest="auto_converge_initial", type=int, metavar="PCT", help="first CPU throttle step (QEMU: 20)")
+    g.add_argument("--auto-converge-increment", "--cpu-throttle-increment", dest="auto_converge_increment", type=int, metavar="PCT", help="throttle increment per pass (QEMU: 10)")
     g.add_argument("--compression", metavar="METHOD", help="xbzrle, mt, or with parallel channels zlib/zstd")
-    g.add_argument("--parallel-connections", type=int, default=0, metavar="N", help="multifd channels")
+    g.add_argument("--parallel-connections", "--multifd-channels", dest="parallel_connections", type=int, default=0, metavar="N", help="multifd channels")
     storage = g.add_mutually_exclusive_group()
     storage.add_argument("--block-migration", dest="block_migration", action="store_const", const=True,
                          help="copy local disks too (virsh --copy-storage-all)")

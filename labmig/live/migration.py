@@ -17,8 +17,9 @@ lifecycle events from libvirt's event loop become Events. A migration that makes
 no progress for ``stall_timeout`` (a cut link) is aborted.
 
 Bytes by phase are attributed from successive samples: what moved between two
-polls counts for the phase the second poll saw; what moved after the last poll
-of a running guest counts as stop-and-copy (or post-copy).
+polls counts for the phase the second poll saw. Of what moved after the last
+poll, at most QEMU's final rate x its downtime went while the guest was paused
+(stop-and-copy); the rest finished the pre-copy pass (or was post-copy).
 """
 from __future__ import annotations
 
@@ -85,6 +86,7 @@ class LiveMigration:
         self._created_volumes: list[Any] = []
         self._completed_stats: dict | None = None
         self._sample_bytes: list[tuple[int, int]] = []
+        self._final_downtime = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -417,7 +419,7 @@ class LiveMigration:
             verdict = Rollback(self).verify_on_destination()
             result.outcome = Outcome.COMPLETED if verdict.ok else Outcome.FAILED
             if final is not None:
-                result.downtime = float(stats.get("downtime", 0)) / 1000.0
+                result.downtime = self._final_downtime = float(stats.get("downtime", 0)) / 1000.0
                 result.extra["qemu_total_time"] = final.elapsed
                 result.extra["downtime_net"] = float(stats.get("downtime_net", 0)) / 1000.0 if "downtime_net" in stats else None
                 result.extra["setup_time"] = float(stats.get("setup_time", 0)) / 1000.0
@@ -467,8 +469,16 @@ class LiveMigration:
             phases[phase] = phases.get(phase, 0) + max(mem - prev_mem, 0)
             prev_mem, disk = mem, max(disk, disk_now)
         if final is not None:
-            tail = "postcopy" if self._postcopy else "stop-and-copy"
-            phases[tail] = phases.get(tail, 0) + max(final.memory_processed - prev_mem, 0)
+            tail = max(final.memory_processed - prev_mem, 0)
+            if self._postcopy:
+                phases["postcopy"] = phases.get("postcopy", 0) + tail
+            else:
+                # QEMU switches over once what is left fits in the downtime at the measured
+                # rate, so the paused round moved at most rate x downtime; the rest of what
+                # went after the last poll belongs to the pre-copy passes.
+                paused = min(tail, int(final.memory_bps * max(self._final_downtime, 0.0)))
+                phases["precopy"] = phases.get("precopy", 0) + tail - paused
+                phases["stop-and-copy"] = phases.get("stop-and-copy", 0) + paused
             disk = max(disk, final.disk_processed)
         if disk:
             phases["disk"] = disk

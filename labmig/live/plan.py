@@ -86,7 +86,7 @@ class LiveOptions:
     completion_timeout: float | None = None  # None = the policy's own (Nova: 800 s per GiB)
     timeout_action: str = "abort"           # "abort" or "force-complete", as Nova
     call_timeout: float = 30.0              # watchdog on each libvirt call
-    poll_interval: float = 0.25             # seconds between job-stat samples
+    poll_interval: float = 0.1              # seconds between job-stat samples
 
     def __post_init__(self) -> None:
         self.postcopy = PostcopyMode.parse(self.postcopy)
@@ -120,6 +120,9 @@ class LiveOptions:
         if self.compression in MULTIFD_COMPRESSION and self.parallel_connections < 1:
             raise InvalidInput(f"{self.compression} compression runs on multifd channels",
                                "add --parallel-connections 2 (or use xbzrle)")
+        if self.compression in ("xbzrle", "mt") and self.parallel_connections:
+            raise InvalidInput(f"{self.compression} compression does not run on multifd channels (QEMU refuses it)",
+                               "drop --parallel-connections, or use zlib/zstd with it")
         if self.timeout_action not in ("abort", "force-complete"):
             raise InvalidInput(f"unknown timeout action {self.timeout_action!r}",
                                "use abort or force-complete")
@@ -135,7 +138,7 @@ class LiveOptions:
             return "hybrid"
         if self.auto_converge:
             return "autoconverge"
-        if self.compression:
+        if self.compression or self.parallel_connections:
             return "compression"
         return "precopy"
 
@@ -143,6 +146,44 @@ class LiveOptions:
         data = dataclasses.asdict(self)
         data["postcopy"] = str(self.postcopy)
         return data
+
+    @classmethod
+    def from_strategy(cls, name: str, options: dict[str, Any] | None = None, **overrides: Any) -> "LiveOptions":
+        """The real-migration options for a simulator strategy (labmig.strategies) and its options.
+
+        So one strategy, with the same option names, runs in the simulator and on libvirt.
+        Options with no libvirt counterpart (stop rules, simulation steps) are ignored.
+        """
+        from ..strategies import make_strategy
+
+        if name == "cold":
+            raise InvalidInput("cold is not a live strategy", "use labmig migrate cold for it")
+        opts = make_strategy(name, options).options
+        get = lambda field, default=None: getattr(opts, field, default)  # noqa: E731
+        kwargs: dict[str, Any] = {"max_downtime": get("downtime_limit")}
+        if get("max_bandwidth"):
+            kwargs["bandwidth"] = get("max_bandwidth")
+        if name == "postcopy":
+            passes = int(get("postcopy_after_passes", 0))
+            kwargs["postcopy"] = PostcopyMode("after", passes) if passes else PostcopyMode("now")
+        elif name == "hybrid":
+            passes = int(get("postcopy_after_passes", 0))
+            kwargs["postcopy"] = PostcopyMode("after", passes) if passes else PostcopyMode("on-timeout")
+            if get("nova_policy"):
+                kwargs["policy"] = "nova"
+                kwargs["max_downtime"] = get("live_migration_downtime", 500) / 1000.0
+                kwargs["timeout_action"] = get("live_migration_timeout_action", "abort").replace("_", "-")
+                if not get("live_migration_permit_post_copy", True) and not passes:
+                    kwargs["postcopy"] = PostcopyMode("off")
+        elif name == "autoconverge":
+            kwargs.update(auto_converge=True, auto_converge_initial=int(round(get("cpu_throttle_initial", 20))),
+                          auto_converge_increment=int(round(get("cpu_throttle_increment", 10))))
+        elif name == "compression":
+            if get("xbzrle", False):
+                kwargs["compression"] = "xbzrle"
+            kwargs["parallel_connections"] = int(get("multifd_channels", 0))
+        kwargs.update(overrides)
+        return cls(**kwargs)
 
 
 @dataclass

@@ -37,6 +37,7 @@ def test_options_parse_units():
     ({"compression": "zstd"}, "multifd"),
     ({"parallel_connections": -1}, "negative"),
     ({"timeout_action": "explode"}, "timeout action"),
+    ({"compression": "xbzrle", "parallel_connections": 2}, "multifd"),
 ])
 def test_bad_options_are_refused(kwargs, word):
     with pytest.raises(InvalidInput) as err:
@@ -93,3 +94,23 @@ def test_plan_needs_vm_and_destination():
     with pytest.raises(InvalidInput):
         LivePlan("vm", "a", "")
     assert LivePlan("vm", "a", "b").to_dict()["options"]["postcopy"] == "off"
+
+
+def test_simulator_strategies_map_onto_live_options():
+    opts = LiveOptions.from_strategy("autoconverge", {"cpu_throttle_initial": 40, "downtime_limit": "200ms"})
+    assert opts.auto_converge and opts.auto_converge_initial == 40 and opts.max_downtime == pytest.approx(0.2)
+    assert opts.strategy == "autoconverge"
+    assert LiveOptions.from_strategy("postcopy").postcopy == PostcopyMode("now")
+    assert LiveOptions.from_strategy("postcopy", {"postcopy_after_passes": 2}).postcopy == PostcopyMode("after", 2)
+    hybrid = LiveOptions.from_strategy("hybrid", {"postcopy_after_passes": 0, "nova_policy": True,
+                                                  "live_migration_timeout_action": "force_complete"})
+    assert hybrid.postcopy.kind == "on-timeout" and hybrid.policy == "nova"
+    assert hybrid.timeout_action == "force-complete" and hybrid.max_downtime == pytest.approx(0.5)
+    comp = LiveOptions.from_strategy("compression", {"xbzrle": False, "multifd_channels": 2,
+                                                     "max_bandwidth": "50MiB/s"})
+    assert comp.compression is None and comp.parallel_connections == 2 and comp.bandwidth == 50 * 2**20
+    assert LiveOptions.from_strategy("compression").compression == "xbzrle"
+    for name in ("precopy", "postcopy", "hybrid", "autoconverge", "compression"):
+        assert LiveOptions.from_strategy(name).strategy == name
+    with pytest.raises(InvalidInput):
+        LiveOptions.from_strategy("cold")
