@@ -159,10 +159,12 @@ class ColdMigration:
             raise PrecheckFailed(f"source and destination are the same host ({self.src.name})",
                                  "pick another host with --to")
         state = self.journal.state()
+        if state is not None and state.awaiting_confirm:
+            raise PrecheckFailed(f"the last cold migration of {self.plan.vm} awaits confirm",
+                                 f"run `labmig confirm {self.plan.vm}` or `labmig revert {self.plan.vm}` first")
         if state is not None and not state.finished:
             raise PrecheckFailed(f"{self.plan.vm} has an unfinished cold migration ({state.last})",
-                                 f"run `labmig recover`, or `labmig confirm {self.plan.vm}` / "
-                                 f"`labmig revert {self.plan.vm}`")
+                                 "run `labmig recover` first")
         dom = src_ops.lookup(self.plan.vm)
         if dom is None:
             raise PrecheckFailed(f"no VM named {self.plan.vm!r} on {self.src.name}",
@@ -232,6 +234,11 @@ class ColdMigration:
     # -- the flow -----------------------------------------------------------------
     def run(self) -> MigrationResult:
         self._t0 = time.monotonic()
+        state = self.journal.state()
+        if state is not None and not state.finished and not state.awaiting_confirm:
+            # A previous run was killed halfway: finish it first (as `labmig recover` would).
+            for done in recover(self.plan.vm, journal_dir=self.journal.directory):
+                self._event("recovered", done.words())
         checks = self.precheck()
         for c in checks:
             self._event("precheck", c)

@@ -41,15 +41,15 @@ def disk_digest(path: str | os.PathLike[str], skip: int = 0) -> str:
 
 
 def make_guest(lab: Any, name: str, index: int, host: str = "lab1", random_bytes: int = 8 * MiB,
-               disk_size: int = 16 * MiB) -> Any:
-    """A booted lab guest with a local disk holding ``random_bytes`` of random data after 1 MiB."""
+               disk_size: int = 16 * MiB, disk: str = "local") -> Any:
+    """A booted lab guest whose disk (``local`` or ``shared``) holds random data after 1 MiB."""
     from ..lab.guest import GuestSpec
 
     try:
         lab.remove_guest(name)
     except Exception:  # not there: nothing to remove
         pass
-    spec = GuestSpec(name=name, index=index, disk="local", memory=128 * MiB, wss=8 * MiB, disk_size=disk_size)
+    spec = GuestSpec(name=name, index=index, disk=disk, memory=128 * MiB, wss=8 * MiB, disk_size=disk_size)
     guest = lab.create_guest(spec, host=host, start=False)
     path = guest.disk_outside(host)
     with open(path, "r+b") as f:

@@ -86,6 +86,39 @@ def test_revert_goes_back_to_the_untouched_source(lab, guest, journal):
     assert guest.boot_counter("lab1") == 2
 
 
+@pytest.mark.slow
+def test_next_run_recovers_a_killed_one_and_sends_only_what_is_missing(lab, guest, journal):
+    from labmig.cold.trials import _labmig
+
+    env = dict(os.environ, LABMIG_COLD_CRASH_AT="disk-copied")
+    killed = _labmig(["migrate", "cold", "coldt", "--to", "lab2", "--shutdown-timeout", "1s"], env)
+    assert killed.returncode == -9
+    result = migrate("lab1", "lab2")            # no `labmig recover` in between
+    assert any(e.kind == "recovered" for e in result.events)
+    assert guest.where() == {"lab2": "running"}
+    disk = result.extra["disks"][0]
+    # The killed run had copied the disk (counter 1). The rollback restarted the guest on lab1,
+    # which bumps the counter once it has booted far enough: at most that one block differs.
+    boots = guest.boot_counter("lab1")
+    assert boots in (1, 2)
+    assert disk["blocks_sent"] == boots - 1, disk
+    assert result.bytes_by_phase["disk"] < 200 * 1024
+    wait_boot(guest, boots + 1)
+
+
+def test_shared_storage_is_not_copied(lab, journal):
+    g = make_guest(lab, "colds", 64, disk="shared")
+    try:
+        with ColdMigration(ColdPlan("colds", "lab1", "lab2", ColdOptions(shutdown_timeout="1s"))) as mig:
+            result = mig.run()
+        assert result.bytes_by_phase["disk"] == 0 and "shared storage: no disk copy" in result.message
+        confirm("colds")
+        wait_boot(g, 2)
+        assert g.where() == {"lab2": "running"}
+    finally:
+        lab.remove_guest("colds")
+
+
 def test_verify_mismatch_stops_before_define(lab, guest, journal):
     dst_file = guest.disk_outside("lab2")
 
