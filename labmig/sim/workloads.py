@@ -178,8 +178,10 @@ class TraceWorkload(Workload):
     """Replays a recorded run, looping when the trace ends.
 
     JSON: ``{"interval": 1.0, "dirty_pages": [n0, n1, …]}`` — distinct pages
-    dirtied in each interval (as QEMU's dirty-rate measurement or a lab run
-    reports); each interval's pages are drawn uniformly from the working set.
+    dirtied in each interval (as QEMU's dirty-rate measurement reports); or a
+    saved MigrationResult (``labmig migrate … --json`` of a real lab run): its
+    timeline's ``dirty_rate`` over each interval between samples. Within an
+    interval the pages are drawn uniformly from the working set.
     ``.npz``: arrays ``interval`` and ``bitmaps`` (one dirty bitmap per row,
     over the VM's pages): each row is applied when its interval starts.
     """
@@ -190,7 +192,6 @@ class TraceWorkload(Workload):
     def __init__(self, plan: Plan, rng: np.random.Generator) -> None:
         super().__init__(plan, rng)
         self.t = 0.0
-        self.counts: np.ndarray | None = None
         self.bitmaps: np.ndarray | None = None
         path = Path(plan.workload.trace)
         if not plan.workload.trace or not path.is_file():
@@ -208,21 +209,46 @@ class TraceWorkload(Workload):
                 self.length = len(self.bitmaps)
             else:
                 data = json.loads(path.read_text())
-                self.interval = float(data["interval"])
-                self.counts = np.asarray(data["dirty_pages"], dtype=np.float64)
-                self.length = len(self.counts)
-        except (KeyError, ValueError, OSError) as exc:
+                if isinstance(data, dict) and "timeline" in data:
+                    points = [p for p in data["timeline"] if p.get("phase", "precopy") == "precopy"]
+                    times = np.asarray([0.0] + [float(p["t"]) for p in points])
+                    rates = np.asarray([float(p.get("dirty_rate", 0.0)) for p in points]) / plan.vm.page_size
+                else:
+                    interval = float(data["interval"])
+                    counts = np.asarray(data["dirty_pages"], dtype=np.float64)
+                    times = np.arange(len(counts) + 1) * interval
+                    rates = counts / interval if interval > 0 else counts
+                self._set_segments(times, rates)
+        except (KeyError, ValueError, TypeError, OSError) as exc:
             raise InvalidInput(f"cannot read trace {path}: {exc}",
-                               "JSON needs interval and dirty_pages; .npz needs interval and bitmaps") from exc
+                               "JSON needs interval and dirty_pages (or a saved result with a timeline); "
+                               ".npz needs interval and bitmaps") from exc
         if self.interval <= 0 or self.length == 0:
             raise InvalidInput(f"trace {path} is empty or has a non-positive interval",
                                "record at least one interval of more than 0 s")
 
+    def _set_segments(self, times: np.ndarray, rates: np.ndarray) -> None:
+        """Piecewise-constant dirty rates (pages/s) between ``times``; looped."""
+        widths = np.diff(times)
+        keep = widths > 0
+        self.edges = np.concatenate(([0.0], np.cumsum(widths[keep])))
+        self.rates = np.maximum(rates[keep], 0.0)
+        self.cumulative = np.concatenate(([0.0], np.cumsum(self.rates * widths[keep])))
+        self.length = len(self.rates)
+        self.interval = float(self.edges[-1]) if self.length else 0.0
+
+    def _integral(self, t: float) -> float:
+        """Pages the trace dirties (counted per interval) from time 0 to ``t``."""
+        period = self.edges[-1]
+        loops, rest = divmod(t, period)
+        j = min(int(np.searchsorted(self.edges, rest, side="right")) - 1, self.length - 1)
+        return loops * self.cumulative[-1] + self.cumulative[j] + self.rates[j] * (rest - self.edges[j])
+
     def touch(self, dt: float, speed: float, sink: Sink) -> int:
         t0, t1 = self.t, self.t + dt * speed
         self.t = t1
-        first, last = int(t0 // self.interval), int(math.ceil(t1 / self.interval))
         if self.bitmaps is not None:
+            first, last = int(t0 // self.interval), int(math.ceil(t1 / self.interval))
             count = 0
             out = np.empty(min(CHUNK, self.pages), dtype=np.int64)
             for i in range(first, last):
@@ -235,11 +261,7 @@ class TraceWorkload(Workload):
                         sink(out[:n].copy())
                         count += n
             return count
-        expected = 0.0
-        for i in range(first, last):
-            lo, hi = max(t0, i * self.interval), min(t1, (i + 1) * self.interval)
-            if hi > lo:
-                expected += self.counts[i % self.length] * (hi - lo) / self.interval
+        expected = self._integral(t1) - self._integral(t0)
         return bernoulli_pages(self.rng, self.wss, min(1.0, expected / self.wss), 0, sink)
 
 

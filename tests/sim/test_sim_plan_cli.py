@@ -115,6 +115,23 @@ def test_trace_replays_counts_and_bitmaps(tmp_path):
     assert result.completed
 
 
+def test_trace_replays_a_saved_result_of_a_real_run(tmp_path):
+    from labmig.model import MigrationResult, Outcome, TimelinePoint
+
+    recorded = MigrationResult(kind="live", strategy="precopy", backend="libvirt", outcome=Outcome.COMPLETED,
+                               total_time=3.0, downtime=0.1, timeline=[
+                                   TimelinePoint(t=1.0, phase="precopy", dirty_rate=300 * 4096),
+                                   TimelinePoint(t=3.0, phase="precopy", dirty_rate=0.0),
+                                   TimelinePoint(t=3.1, phase="stop-and-copy")])
+    path = tmp_path / "run.json"
+    path.write_text(recorded.to_json())
+    wl = make_workload(Plan(vm=VM(memory=1 << 30), workload=Workload(kind="trace", trace=str(path))),
+                       np.random.default_rng(2))
+    assert core.popcount(collect(wl, 0.5), wl.pages) == pytest.approx(150, abs=40)
+    assert core.popcount(collect(wl, 2.5), wl.pages) == pytest.approx(150, abs=40)  # 0.5 s at 300/s, then 0
+    assert core.popcount(collect(wl, 1.0), wl.pages) == pytest.approx(300, abs=60)  # looped
+
+
 def test_trace_errors_say_what_to_give(tmp_path):
     with pytest.raises(InvalidInput, match="not found"):
         simulate(Plan(workload=Workload(kind="trace", trace=str(tmp_path / "none.json"))))
