@@ -535,9 +535,15 @@ def find_migrating(vm: str, hosts: list[Host]) -> tuple[Host, Any] | None:
         if dom is None:
             continue
         try:
-            job = host.call("reading the job", dom.jobInfo)[0]
+            stats = host.call("reading the job", dom.jobStats, 0)
+            state = host.call("reading the VM state", dom.state)[0]
         except libvirt.libvirtError:
             continue
-        if job != libvirt.VIR_DOMAIN_JOB_NONE and dom.isActive():
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            continue
+        # The destination's incoming copy has a job too; the source is the one sending.
+        operation = stats.get("operation")
+        if operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT or \
+                (operation is None and state == libvirt.VIR_DOMAIN_RUNNING):
             return host, dom
     return None

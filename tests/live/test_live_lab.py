@@ -262,3 +262,23 @@ def test_destination_without_the_guests_bridge_is_refused(lab):
         if g is not None:
             lab.remove_guest("live-c")
         lab1.run(["ip", "link", "del", "brx"], check=False)
+
+
+def test_ctrl_c_rolls_back(lab, guest):
+    import signal
+
+    src = guest.running_on()
+    dst = other(src)
+    proc = subprocess.Popen([sys.executable, "-m", "labmig", "migrate", "live", guest.name, "--to", dst,
+                             "--bandwidth", "10MiB/s", "--policy", "wait"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LABMIG_LAB": lab.name})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and guest.where().get(dst) is None:
+        time.sleep(0.2)
+    time.sleep(1.0)   # well into pass 1
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert guest.where() == {src: "running"}
