@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 from typing import Any
 
 from ..errors import InvalidInput, LabmigError
@@ -52,7 +51,7 @@ def register_migrate(kinds: Any) -> None:
         "live", help="live migration: the VM keeps running while its memory is copied",
         description="Live-migrate a running VM as OpenStack Nova's libvirt driver does: pre-checks, "
                     "peer-to-peer pre-copy steered by a policy, rollback on failure. "
-                    f"Policies: " + "; ".join(f"{n}: {c.description}" for n, c in POLICIES.items()),
+                    "Policies: " + "; ".join(f"{n}: {c.description}" for n, c in POLICIES.items()),
     )
     live.add_argument("vm", metavar="VM", help="the VM's libvirt name")
     live.add_argument("--to", required=True, metavar="HOST", help="destination: lab host name or libvirt URI")

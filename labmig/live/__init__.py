@@ -8,6 +8,8 @@
     rollback     Rollback (VM back on the source, destination clean), precreate_disks
     watchdog     Watchdog around libvirt calls, the libvirt event-loop thread
     progress     LiveProgress: a one-line terminal view of a running migration
+    probe        LabClientProbe: the lab client's view (longest gap in answers)
+    faultcases   FAULT_CASES and run_case(): the fault matrix on the local lab
 
     with LiveMigration(LivePlan("vm1", "lab1", "lab2", LiveOptions(bandwidth="50MiB/s"))) as mig:
         result = mig.run()

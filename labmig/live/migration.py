@@ -192,7 +192,7 @@ class LiveMigration:
             self.prepare()
         import libvirt
 
-        plan, opts, report = self.plan, self.plan.options, self.report
+        plan, report = self.plan, self.report
         assert report is not None and self.policy is not None and report.guest is not None
         block = report.block_migration
         flags = plan.flags(libvirt, block)

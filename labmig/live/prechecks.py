@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidInput, PrecheckFailed
+from ..errors import PrecheckFailed
 from ..units import format_size
 from .plan import LivePlan
 
@@ -416,8 +416,3 @@ def _free_space(host: Any, directory: str) -> int | None:
         if ours:
             pool.destroy()
 
-
-def parse_vm_name(name: str) -> str:
-    if not name or "/" in name:
-        raise InvalidInput(f"bad VM name {name!r}", "give the VM's libvirt name")
-    return name
