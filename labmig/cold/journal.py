@@ -18,10 +18,11 @@ import json
 import logging
 import os
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import InvalidInput, LabmigError
 
@@ -49,6 +50,16 @@ class Step:
             DEST_DEFINED, SOURCE_UNDEFINED, DEST_STARTED, GUEST_UP)
     FINAL = (CONFIRMED, REVERTED, ROLLED_BACK)
     ALL = FLOW + (CONFIRM_STARTED, CONFIRMED, REVERT_STARTED, REVERTED, ROLLBACK_STARTED, ROLLED_BACK)
+
+
+CRASH_ENV = "LABMIG_COLD_CRASH_AT"   # fault injection: SIGKILL ourselves right after this step
+
+
+def crash_if_asked(step: str) -> None:
+    """The default crash hook: die (SIGKILL, no clean-up) after the step named in $LABMIG_COLD_CRASH_AT."""
+    if os.environ.get(CRASH_ENV) == step:
+        log.warning("fault injection: killing labmig after step %s", step)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class JournalError(LabmigError):
@@ -115,7 +126,7 @@ class Journal:
         self.vm = vm
         self.directory = Path(directory) if directory else journal_dir()
         self.path = self.directory / (_SAFE_NAME.sub("_", vm) + ".jsonl")
-        self.crash_hook = None  # callable(step) used by fault injection; see labmig.cold.faults
+        self.crash_hook: Callable[[str], None] | None = crash_if_asked
 
     # -- reading --------------------------------------------------------------
     def exists(self) -> bool:

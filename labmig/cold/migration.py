@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -31,14 +30,13 @@ from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..units import format_duration, format_size, parse_duration, parse_size
 from . import domxml
 from .hostops import HostOps, execute_recovery, observe
-from .journal import Journal, Step
+from .journal import CRASH_ENV, Journal, Step, crash_if_asked
 from .recovery import plan_recovery
 from .sides import ColdHost, cold_host
 
 log = logging.getLogger(__name__)
 
-CRASH_ENV = "LABMIG_COLD_CRASH_AT"      # fault injection: SIGKILL ourselves right after this step
-CRASH_POINTS = Step.FLOW + ("disk-partial",)
+CRASH_POINTS = Step.FLOW + ("disk-partial",)   # where the crash trials kill labmig (see journal.CRASH_ENV)
 
 
 @dataclass
@@ -94,12 +92,6 @@ class DiskMove:
     size: int = 0
 
 
-def _crash_hook(step: str) -> None:
-    if os.environ.get(CRASH_ENV) == step:
-        log.warning("fault injection: killing labmig after step %s", step)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class ColdMigration:
     """``with ColdMigration(plan) as mig: result = mig.run()``."""
 
@@ -112,7 +104,6 @@ class ColdMigration:
         self.opts = plan.options
         self._source, self._destination = source, destination
         self.journal = Journal(plan.vm, journal_dir)
-        self.journal.crash_hook = _crash_hook
         self.on_point, self.on_event, self.probe = on_point, on_event, probe
         self.progress = progress
         self.src: ColdHost
@@ -318,7 +309,7 @@ class ColdMigration:
             wire = agent.bytes_sent + agent.bytes_received - base_sent - base_recv
             self._point("disk", bytes_sent_total=wire, remaining_bytes=max(0, total - done))
             if partial and done >= total // 2:
-                _crash_hook("disk-partial")
+                crash_if_asked("disk-partial")
 
         stats = copy_disk(self.src.local_path(disk.src), agent, disk.dst, self.opts.block_size,
                           self.opts.verify, progress, show_progress=self.progress)

@@ -172,3 +172,26 @@ def test_killed_at_each_step_then_recover(lab, guest, journal, step):
         result = crash_trial(lab, guest, step, str(journal))
         assert result.ok, result
         assert result.ended_on == ("lab2" if step == "guest-up" else "lab1")
+
+
+@pytest.mark.slow
+def test_killed_during_revert_and_confirm_then_recover(lab, guest, journal):
+    from labmig.cold.trials import _labmig
+
+    env = dict(os.environ)
+    migrate("lab1", "lab2")
+    wait_boot(guest, 2)
+    killed = _labmig(["revert", "coldt"], dict(env, LABMIG_COLD_CRASH_AT="revert-started"))
+    assert killed.returncode == -9
+    assert _labmig(["recover"], env).returncode == 0
+    assert guest.where() == {"lab1": "running"}          # the revert was finished
+    wait_boot(guest, 2)
+    migrate("lab1", "lab2")
+    wait_boot(guest, 3)
+    killed = _labmig(["confirm", "coldt", "--delete-source-disks"],
+                     dict(env, LABMIG_COLD_CRASH_AT="confirm-started"))
+    assert killed.returncode == -9
+    assert os.path.exists(guest.disk_outside("lab1"))    # killed before anything was deleted
+    assert _labmig(["recover"], env).returncode == 0
+    assert guest.where() == {"lab2": "running"}          # the confirm was finished
+    assert not os.path.exists(guest.disk_outside("lab1"))
