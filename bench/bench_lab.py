@@ -151,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = bring_up(args.name)
             base = rows[0][1]
             for label, secs, steps in rows:
-                top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:3])
-                print(f"{label:<32} {secs:7.2f} s   x{secs / base:5.2f} of cold   (largest steps: {top})")
+                top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:4])
+                print(f"{label:<32} {secs:7.2f} s   x{secs / base:5.2f} of cold   (largest steps, s: {top})")
+            print("(guest-build and warm run in worker threads beside the other steps)")
         print("\n== live migration (peer-to-peer, TCG guest 256 MiB, working set 64 MiB) ==")
         print(f"{'link':>12}  {'workload':<18} {'total':>9} {'downtime':>11} {'memory sent':>13} {'passes':>6}"
               f" {'client gap':>11} {'memerr':>6}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..units import format_duration, format_size, parse_rate, parse_size
+from ..units import format_duration, format_size, parse_duration, parse_rate, parse_size
 
 
 def register(subparsers) -> None:
@@ -37,6 +37,8 @@ def register(subparsers) -> None:
 
     link = add("link", "set or lift the inter-host bandwidth limit while the lab runs")
     link.add_argument("rate", help="e.g. 32MiB/s, 100Mbit/s, or 'none' to lift the limit")
+    link.add_argument("--latency", default=None,
+                      help="added one-way delay, e.g. 20ms (needs netem in the kernel; refused clearly without it)")
     link.set_defaults(func=cmd_link)
 
     guest = add("guest", "create and boot the lab guest on a host")
@@ -130,7 +132,8 @@ def cmd_clean(args) -> int:
 def cmd_link(args) -> int:
     lab = _lab(args)
     lab.require_up()
-    lab.shape_link(None if args.rate == "none" else parse_rate(args.rate))
+    latency = parse_duration(args.latency) if args.latency else None
+    lab.shape_link(None if args.rate == "none" else parse_rate(args.rate), latency=latency)
     rate = lab.link_rate
     print(f"link: {'unlimited' if rate is None else format_size(rate) + '/s'}")
     return 0

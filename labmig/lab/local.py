@@ -252,22 +252,19 @@ class LocalLab:
         for d in (self.plan.state_dir, self.plan.shared_dir, self.plan.run_dir):
             d.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            built = pool.submit(guestbuild.build_guest) if build else None
+            built = pool.submit(_timed, guestbuild.build_guest) if build else None
             step("namespaces", netns.create_namespaces, self.plan)
             step("network", netns.build_network, self.plan)
             if link_rate is not None:
                 step("shaping", netns.shape_link, self.plan, link_rate)
             step("ssh", self._start_sshd)
             step("libvirtd", self._start_daemons)
-            warm = [pool.submit(libvirtd.warm, h) for h in self.plan.hosts]
+            warm = [pool.submit(_timed, libvirtd.warm, h) for h in self.plan.hosts]
             if built is not None:
-                image = built.result()
+                image, report.steps["guest-build"] = built.result()
                 step("guest-image", self._install_boot_files, image)
                 report.accel = step("accel", self._choose_accel, image)
-            t = time.monotonic()
-            for f in warm:
-                f.result()
-            report.steps["warm"] = round(time.monotonic() - t, 3)
+            report.steps["warm"] = max(f.result()[1] for f in warm)
         report.uris = {h.name: h.uri for h in self.plan.hosts}
         report.seconds = round(time.monotonic() - t0, 3)
         (self.plan.run_dir / "up").write_text(f"{time.time()}\n")
@@ -320,7 +317,11 @@ class LocalLab:
         stamp.write_text(image.key + "\n")
 
     def down(self) -> list[str]:
-        """Stop everything the lab started and remove its namespaces; keeps images and definitions."""
+        """Stop everything the lab started and remove its namespaces.
+
+        Keeps the shared images, domain definitions and keys; the hosts' own image
+        directories are in-memory file systems and are emptied.
+        """
         _require_root()
         done = []
         for h in self.plan.hosts:
@@ -519,6 +520,13 @@ def _check_qemu() -> None:
     if major < QEMU_MIN_MAJOR and os.environ.get("LABMIG_ACCEL") != "kvm":
         raise LabError(f"QEMU {major} corrupts TCG guests after a multi-pass live migration",
                        hint="install QEMU from bookworm-backports: bash labmig/lab/host-packages.sh")
+
+
+def _timed(fn, *args):
+    """(fn(*args), seconds it took): for steps that run in a worker thread."""
+    t = time.monotonic()
+    value = fn(*args)
+    return value, round(time.monotonic() - t, 3)
 
 
 def _alive(pid: int) -> bool:

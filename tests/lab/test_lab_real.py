@@ -18,6 +18,14 @@ pytestmark = pytest.mark.lab
 MiB = 2**20
 
 
+def _running(pid: int) -> bool:
+    """True while pid is a live process (an exited one waiting to be reaped is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _guest(lab, request, **kwargs):
     spec = GuestSpec(**kwargs)
     lab.remove_guest(spec.name)       # a crashed earlier run may have left one
@@ -245,7 +253,7 @@ def test_fault_kill_qemu_stops_the_guest(lab, request):
     out = inject(lab, "kill-qemu", host="lab1", domain=spec.name)
     assert out["pid"] == pid
     assert wait_for(lambda: g.where().get("lab1") == "shut off", 15)
-    assert not Path(f"/proc/{pid}").exists()
+    assert wait_for(lambda: not _running(pid), 5)
     with pytest.raises(LabError):
         g.stat()
 
@@ -272,7 +280,7 @@ def test_fault_fill_disk_makes_the_image_dir_full(lab):
 
 
 @pytest.mark.slow
-def test_a_second_lab_runs_beside_and_clean_leaves_nothing(lab):
+def test_a_second_lab_runs_beside_and_clean_after_a_crash_leaves_nothing(lab):
     other = LocalLab("labmigdc")
     other.clean()
     other.up(install=False)
@@ -281,10 +289,18 @@ def test_a_second_lab_runs_beside_and_clean_leaves_nothing(lab):
         g = other.create_guest(GuestSpec(name="dc", index=1, wss=8 * MiB), host="lab2")
         probe = g.start_probe()
         assert g.stat()["boot"] == 1
-        assert other.host("lab2").qemu_pid("dc")
+        qemu = other.host("lab2").qemu_pid("dc")
+        assert qemu
+        # Leave it as a crashed run would: daemons gone without cleaning up, QEMU orphaned.
+        for h in other.hosts.values():
+            os.kill(h.libvirtd_pid(), 9)
+            os.kill(h.sshd_pid(), 9)
+        assert wait_for(lambda: all(h.libvirtd_pid() is None for h in other.hosts.values()), 5)
+        assert Path(f"/proc/{qemu}").exists()
     finally:
         removed = other.clean()
     assert removed
+    assert wait_for(lambda: not _running(qemu), 5)
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "labmigdc-" not in netns
     from labmig.lab import netns as nsmod
@@ -295,3 +311,18 @@ def test_a_second_lab_runs_beside_and_clean_leaves_nothing(lab):
     assert not other.plan.run_dir.exists() and not other.plan.state_dir.exists()
     # The lab under test was not touched.
     assert lab.is_up() and lab.status()["up"]
+
+
+def test_link_latency_is_applied_or_refused_clearly(lab):
+    try:
+        lab.shape_link(8 * MiB, latency=0.02)
+    except LabError as exc:
+        assert "netem" in str(exc) and exc.hint
+        assert lab.link_rate is None          # nothing half-applied
+        return
+    try:
+        out = subprocess.run(["tc", "-n", lab.hosts["lab1"].plan.netns, "qdisc", "show", "dev", "link0"],
+                             capture_output=True, text=True).stdout
+        assert "netem" in out and "tbf" in out
+    finally:
+        lab.shape_link(None)
