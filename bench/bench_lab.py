@@ -100,7 +100,9 @@ def migrations(name: str, rates: list[int], dirty: list[int], timeout: float) ->
     lab.up()
     spec = GuestSpec(name="benchguest", index=30, memory=256 * MiB, wss=64 * MiB, check_ms=1000)
     lab.remove_guest(spec.name)
+    t0 = time.monotonic()
     guest = lab.create_guest(spec, host="lab1")
+    print(f"guest boot to its ready marker (define + start + boot): {time.monotonic() - t0:.2f} s", flush=True)
     where = "lab1"
     rows = []
     try:

@@ -47,6 +47,11 @@ def test_two_hosts_with_distinct_identities(lab):
         assert host.run(["hostname"]).stdout.strip() == name
     assert seen["lab1"] != seen["lab2"]
     assert lab.status()["up"]
+    # Running up again is harmless: same daemons, nothing restarted.
+    pids = {n: (h.libvirtd_pid(), h.sshd_pid()) for n, h in lab.hosts.items()}
+    report = lab.up(install=False)
+    assert report.already_up
+    assert pids == {n: (h.libvirtd_pid(), h.sshd_pid()) for n, h in lab.hosts.items()}
 
 
 def test_hosts_reach_each_other_over_ssh_with_the_lab_keys(lab):
