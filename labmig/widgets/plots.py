@@ -27,13 +27,22 @@ def png(figure: Figure, dpi: int = 80) -> bytes:
     return out.getvalue()
 
 
-def timeline_figure(points: Sequence[TimelinePoint], title: str = "", width: float = 7.5) -> Figure:
-    """Three stacked panels sharing the time axis; phases coloured in the top one."""
-    fig = Figure(figsize=(width, 5.2))
+def timeline_figure(points: Sequence[TimelinePoint], title: str = "", width: float = 7.5,
+                    start_bytes: int | None = None) -> Figure:
+    """Three stacked panels sharing the time axis; phases coloured in the top one.
+
+    ``start_bytes`` (the VM's memory, say) draws what was left at t = 0, before the first sample.
+    """
+    fig = Figure(figsize=(width, 4.6))
     ax_left, ax_rate, ax_throttle = fig.subplots(3, 1, sharex=True,
-                                                 gridspec_kw={"height_ratios": [2, 2, 1]})
+                                                 gridspec_kw={"height_ratios": [2, 1.6, 1]})
     t = [p.t for p in points]
-    ax_left.plot(t, [p.remaining_bytes / MiB for p in points], color="black", lw=1, alpha=0.5)
+    left = [p.remaining_bytes / MiB for p in points]
+    if start_bytes is not None:
+        ax_left.plot([0.0] + t, [start_bytes / MiB] + left, color="black", lw=1, alpha=0.5)
+        ax_left.set_xlim(left=0.0)
+    else:
+        ax_left.plot(t, left, color="black", lw=1, alpha=0.5)
     for phase, colour in PHASE_COLOURS.items():
         sel = [p for p in points if p.phase == phase]
         if sel:

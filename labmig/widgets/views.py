@@ -20,6 +20,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..errors import LabmigError
+from ..units import parse_size
 from . import plots, tables
 from .backends import BACKENDS, resolve_backend
 from .controller import KINDS, MigrationController, Run
@@ -53,8 +54,8 @@ class MigrationPanel:
         self.vm = _text("VM", p.vm)
         self.source = _text("source", p.source)
         self.destination = _text("destination", p.destination)
-        self.kind = w.ToggleButtons(options=list(KINDS), value=p.kind, description="kind",
-                                    style={"description_width": "95px", "button_width": "70px"})
+        self.kind = w.ToggleButtons(options=list(KINDS), value=p.kind,
+                                    style={"button_width": "70px"}, layout=w.Layout(width="200px"))
         self.strategy = w.Dropdown(options=strategy_choices(p.kind) or [p.strategy], description="strategy",
                                    style={"description_width": "95px"}, layout=w.Layout(width="290px"))
         if p.strategy in self.strategy.options:
@@ -66,7 +67,7 @@ class MigrationPanel:
         self.downtime_limit = _text("max downtime", p.downtime_limit)
         self.disk = _text("disk", p.disk)
         self.shared_storage = w.Checkbox(value=p.shared_storage, description="shared storage", indent=False)
-        self.options_box = w.VBox()
+        self.options_box = w.Accordion()
         self.migrate_button = w.Button(description="Migrate", button_style="primary", icon="play")
         self.abort_button = w.Button(description="Abort", button_style="danger", icon="stop", disabled=True)
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress",
@@ -76,6 +77,7 @@ class MigrationPanel:
         self.timeline = w.Image(format="png", layout=w.Layout(max_width="680px"))
         self.result = w.HTML()
         self._option_widgets: dict[str, w.Widget] = {}
+        self._option_defaults: dict[str, Any] = {}
         self._build_options()
 
         self.kind.observe(self._on_kind, names="value")
@@ -88,7 +90,8 @@ class MigrationPanel:
         form = w.VBox([
             w.HBox([self.backend, self.status]),
             w.HBox([self.vm, self.source, self.destination]),
-            w.HBox([self.kind, self.strategy]),
+            w.HBox([w.Label("kind", layout=w.Layout(width="95px", justify_content="flex-end",
+                                                    margin="0 8px 0 0")), self.kind, self.strategy]),
             w.HBox([self.memory, self.working_set, self.dirty_rate]),
             w.HBox([self.bandwidth, self.downtime_limit, self.disk, self.shared_storage]),
             self.options_box,
@@ -105,7 +108,9 @@ class MigrationPanel:
     # -- form -> controller ------------------------------------------------------------------
     def read_form(self) -> None:
         """Copy what the student typed into the controller's parameters."""
-        options = {name: box.value for name, box in self._option_widgets.items()}
+        # Only what the student changed: the strategy's defaults stay its own.
+        options = {name: box.value for name, box in self._option_widgets.items()
+                   if box.value != self._option_defaults.get(name)}
         self.controller.set(
             backend=self.backend.value, kind=self.kind.value, strategy=self.strategy.value,
             vm=self.vm.value.strip(), source=self.source.value.strip(),
@@ -136,16 +141,26 @@ class MigrationPanel:
         self.status.value = f"<span style='color:{colour}'>{_esc(why)}</span>"
 
     def _build_options(self) -> None:
-        widgets = {}
+        """One field per option of the chosen strategy, from its Options dataclass."""
+        widgets, self._option_defaults = {}, {}
         for spec in option_specs(self.strategy.value):
-            if isinstance(spec.default, bool):
-                box = w.Checkbox(value=spec.default, description=spec.name, indent=False)
+            if spec.unit == "bool":
+                box = w.Checkbox(value=bool(spec.default), description=spec.name, indent=False)
+            elif spec.choices:
+                box = w.Dropdown(options=list(spec.choices), value=spec.default, description=spec.name,
+                                 style={"description_width": "190px"}, layout=w.Layout(width="400px"))
             else:
-                box = _text(spec.name, str(spec.default))
+                box = w.Text(value=str(spec.default), description=spec.name,
+                             style={"description_width": "190px"}, layout=w.Layout(width="400px"))
             box.tooltip = spec.help
             widgets[spec.name] = box
+            self._option_defaults[spec.name] = box.value
         self._option_widgets = widgets
-        self.options_box.children = list(widgets.values())
+        rows = [w.HBox([box, w.HTML(f"<small>{_esc(spec.help)}</small>")])
+                for spec, box in zip(option_specs(self.strategy.value), widgets.values())]
+        self.options_box.children = [w.VBox(rows)] if rows else []
+        self.options_box.set_title(0, f"options of {self.strategy.value} ({len(rows)})")
+        self.options_box.selected_index = None
 
     # -- controller -> views (called from the run's thread) ------------------------------
     def _on_run(self, event: str, run: Run) -> None:
@@ -178,14 +193,18 @@ class MigrationPanel:
                 result = run.result
                 self.progress.value = 1.0 if result.completed else run.progress
                 self.progress.bar_style = "success" if result.completed else "warning"
-                self.phase.value = f"<b>{result.outcome}</b>: {_esc(result.message)}"
-                self.result.value = tables.result_table_html(result, run.prediction)
+                words = result.message.removeprefix(f"{result.outcome}: ")
+                self.phase.value = f"<b>{result.outcome}</b>: {_esc(words)}"
+                number = self.controller.runs.index(run) + 1
+                self.result.value = (f'<div class="labmig-run" data-run="{number}">'
+                                     f"{tables.result_table_html(result, run.prediction)}</div>")
                 self.prediction.value = ""
 
     def _draw(self, run: Run) -> None:
         points = run.result.timeline if run.result is not None else list(run.points)
         title = f"{run.params.kind} migration of {run.params.vm} ({run.params.strategy}, {run.params.backend})"
-        self.timeline.value = plots.png(plots.timeline_figure(points, title))
+        start = parse_size(run.params.memory) if run.params.kind == "live" else None
+        self.timeline.value = plots.png(plots.timeline_figure(points, title, start_bytes=start))
         self._last_draw = time.monotonic()
 
 

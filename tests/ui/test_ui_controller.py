@@ -174,3 +174,39 @@ def test_comparison_rows_take_the_latest_completed_run_of_each_kind():
     assert rows["downtime"] == ("400 ms", "42.00 s")
     assert rows["VM state during the migration"][1] == "powered off for the whole migration"
     assert dict((l, (a, b)) for l, a, b in tables.comparison_rows([live]))["downtime"][1] == "(no run yet)"
+
+
+# -- the real simulator behind the controller -----------------------------------------------
+
+def test_simulator_run_equals_the_plain_simulator_api():
+    from labmig.sim import simulate
+    from labmig.widgets.simplan import to_plan
+
+    controller = MigrationController(backend="simulator", playback=0.0)
+    result = controller.migrate(timeout=60, memory="512MiB", dirty_rate="100MiB/s", working_set="256MiB")
+    direct = simulate(to_plan(controller.current.params))
+    assert (result.downtime, result.total_time, result.bytes_total, result.iterations) == \
+        (direct.downtime, direct.total_time, direct.bytes_total, direct.iterations)
+    assert [p.t for p in controller.current.points] == [p.t for p in direct.timeline]
+    assert (result.vm, result.source, result.destination) == ("labvm", "lab1", "lab2")
+    assert controller.current.prediction.downtime == direct.downtime
+
+
+def test_strategy_options_reach_the_simulator():
+    controller = MigrationController(backend="simulator", playback=0.0, memory="1GiB", working_set="1GiB",
+                                     dirty_rate="200MiB/s", bandwidth="1Gbit/s")
+    stuck = controller.migrate(timeout=60, strategy="precopy")
+    rescued = controller.migrate(timeout=60, strategy="autoconverge", options={"cpu_throttle_initial": "30"})
+    assert stuck.outcome == Outcome.DID_NOT_CONVERGE
+    assert rescued.completed and rescued.max_throttle_pct >= 30
+
+
+def test_simulated_run_can_be_aborted_midway():
+    controller = MigrationController(backend="simulator", playback=2.0, dirty_rate="110MiB/s")
+    run = controller.start()
+    while len(run.points) < 2:
+        time.sleep(0.01)
+    run.abort()
+    result = run.wait(30)
+    assert result.outcome == Outcome.ABORTED and result.downtime == 0.0
+    assert 2 <= len(result.timeline) < len(run.prediction.timeline)

@@ -55,6 +55,16 @@ class JupyterLabServer:
             path = self.workdir / f"jupyter-{name}"
             path.mkdir(exist_ok=True)
             env[f"JUPYTER_{name.upper()}_DIR"] = str(path)
+        # No "get notified about Jupyter news?" toast over the screenshot.
+        settings = self.workdir / "lab-settings"
+        (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True, exist_ok=True)
+        (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+            '{"fetchNews": "false", "checkForUpdates": false}')
+        # Start the notebook's kernel without asking which one.
+        (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True, exist_ok=True)
+        (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+            '{"autoStartDefaultKernel": true}')
+        env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
         env.update(self._env)
         cmd = [
             sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
