@@ -36,6 +36,21 @@ cdef extern from *:
     #ifdef _OPENMP
     #include <omp.h>
     #endif
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    #endif
+
+    /* lm_byte_pos[b]: the positions of the set bits of byte b, one per byte, packed. */
+    static uint64_t lm_byte_pos[256];
+    static void lm_init_tables(void) {
+        for (int b = 0; b < 256; b++) {
+            uint64_t packed = 0;
+            int n = 0;
+            for (int j = 0; j < 8; j++)
+                if (b >> j & 1) packed |= (uint64_t)j << (8 * n++);
+            lm_byte_pos[b] = packed;
+        }
+    }
 
     static inline int lm_popcount(uint64_t w) { return __builtin_popcountll(w); }
     static inline int lm_ctz(uint64_t w) { return __builtin_ctzll(w); }
@@ -71,6 +86,91 @@ cdef extern from *:
         }
         dig[2 * b] = h.low64;
         dig[2 * b + 1] = h.high64;
+    }
+
+    /* Index of the first non-zero word at or after i (nw if none). Blocks of 256
+       words are OR-reduced first, a loop the compiler turns into vector code. */
+    static inline int64_t lm_skip_zero_words(const uint64_t *bm, int64_t i, int64_t nw) {
+        int64_t stop = i + 4 < nw ? i + 4 : nw;
+        for (; i < stop; i++) if (bm[i]) return i;
+        for (int t = 0; t < 8 && i + 8 <= nw; t++, i += 8)
+            if ((bm[i] | bm[i + 1] | bm[i + 2] | bm[i + 3] | bm[i + 4] | bm[i + 5] | bm[i + 6] | bm[i + 7]) != 0)
+                goto near;
+        while (i + 256 <= nw) {
+            uint64_t acc = 0;
+            for (int j = 0; j < 256; j++) acc |= bm[i + j];
+            if (acc) break;
+            i += 256;
+        }
+        while (i + 8 <= nw) {
+            uint64_t acc = 0;
+            for (int j = 0; j < 8; j++) acc |= bm[i + j];
+            if (acc) break;
+            i += 8;
+        }
+    near:
+        while (i < nw && bm[i] == 0) i++;
+        return i;
+    }
+
+    /* Positions of set bits >= start, into out[0..cap). Returns the count; *next
+       is the first set bit not written, or nbits. While there is room for it,
+       each word is decoded 8 bits at a time without a data-dependent branch
+       (entries past the word's count are scratch, overwritten by the next word);
+       OR-ing bit 63 in keeps ctz defined once the word is empty. */
+    static int64_t lm_find_set(const uint64_t *bm, int64_t nbits, int64_t start,
+                               uint64_t *out, int64_t cap, int64_t *next) {
+        const uint64_t HI = 1ULL << 63;
+        int64_t nw = (nbits + 63) >> 6, k = 0, i;
+        uint64_t tail = (nbits & 63) ? ((1ULL << (nbits & 63)) - 1) : ~0ULL, w;
+        *next = nbits;
+        if (start >= nbits) return 0;
+        i = start >> 6;
+        w = bm[i] & (~0ULL << (start & 63));
+        for (;;) {
+            if (i == nw - 1) w &= tail;
+            if (w) {
+                int cnt = __builtin_popcountll(w);
+                uint64_t base = (uint64_t)i << 6;
+    #if defined(__AVX512F__)
+                if (cnt >= 16 && k + cnt + 8 <= cap) {
+                    /* dense word: a byte at a time, 8 positions widened and stored at once */
+                    uint64_t *p = out + k;
+                    for (int by = 0; by < 8; by++) {
+                        unsigned b = (unsigned)(w >> (8 * by)) & 0xff;
+                        __m512i pos = _mm512_cvtepu8_epi64(_mm_cvtsi64_si128((long long)lm_byte_pos[b]));
+                        pos = _mm512_add_epi64(pos, _mm512_set1_epi64((long long)(base + 8 * by)));
+                        _mm512_storeu_si512((void *)p, pos);
+                        p += __builtin_popcount(b);
+                    }
+                    k += cnt;
+                } else
+    #endif
+                if (k + ((cnt + 7) & ~7) <= cap) {
+                    uint64_t *p = out + k;
+                    int j = 0;
+                    do {
+                        p[j + 0] = base + __builtin_ctzll(w | HI); w &= w - 1;
+                        p[j + 1] = base + __builtin_ctzll(w | HI); w &= w - 1;
+                        p[j + 2] = base + __builtin_ctzll(w | HI); w &= w - 1;
+                        p[j + 3] = base + __builtin_ctzll(w | HI); w &= w - 1;
+                        p[j + 4] = base + __builtin_ctzll(w | HI); w &= w - 1;
+                        p[j + 5] = base + __builtin_ctzll(w | HI); w &= w - 1;
+                        p[j + 6] = base + __builtin_ctzll(w | HI); w &= w - 1;
+                        p[j + 7] = base + __builtin_ctzll(w | HI); w &= w - 1;
+                        j += 8;
+                    } while (j < cnt);
+                    k += cnt;
+                } else {
+                    while (w && k < cap) { out[k++] = base + __builtin_ctzll(w); w &= w - 1; }
+                    if (w) { *next = (int64_t)(base + __builtin_ctzll(w)); return k; }
+                }
+            }
+            i = lm_skip_zero_words(bm, i + 1, nw);
+            if (i >= nw) break;
+            w = bm[i];
+        }
+        return k;
     }
 
     static int lm_threads(int want) {
@@ -167,6 +267,10 @@ cdef extern from *:
     }
     """
     int lm_popcount(uint64_t w) nogil
+    void lm_init_tables() nogil
+    int64_t lm_skip_zero_words(const uint64_t *bm, int64_t i, int64_t nw) nogil
+    int64_t lm_find_set(const uint64_t *bm, int64_t nbits, int64_t start,
+                        uint64_t *out, int64_t cap, int64_t *next) nogil
     int lm_ctz(uint64_t w) nogil
     int lm_threads(int want) nogil
     void lm_digest_buffer(const unsigned char *buf, int64_t len, int64_t bs, uint64_t seed,
@@ -175,6 +279,8 @@ cdef extern from *:
                      uint64_t *dig, uint64_t *zero_words, int nthreads, int64_t *got) nogil
     int lm_punch_hole(int fd, int64_t offset, int64_t len) nogil
 
+
+lm_init_tables()
 
 # ---------------------------------------------------------------- bitmaps
 
@@ -207,11 +313,8 @@ cdef inline Py_ssize_t _next_set(const uint64_t *bm, Py_ssize_t nbits, Py_ssize_
         return nbits
     w_i = pos >> 6
     w = bm[w_i] & ((~<uint64_t>0) << (pos & 63))
-    while w == 0:
-        w_i += 1
-        while w_i + 8 <= nw and (bm[w_i] | bm[w_i + 1] | bm[w_i + 2] | bm[w_i + 3] | bm[w_i + 4]
-                                 | bm[w_i + 5] | bm[w_i + 6] | bm[w_i + 7]) == 0:
-            w_i += 8
+    if w == 0:
+        w_i = lm_skip_zero_words(bm, w_i + 1, nw)
         if w_i >= nw:
             return nbits
         w = bm[w_i]
@@ -250,32 +353,13 @@ def find_set_bits(bitmap, nbits, start, out):
     start = max(int(start), 0)
     cdef const uint64_t[::1] bm = bitmap
     cdef uint64_t[::1] o = out
-    cdef Py_ssize_t n = nbits, pos = start, nw = (n + 63) >> 6, cap = o.shape[0], k = 0, w_i
-    cdef uint64_t w, base
+    cdef int64_t n = nbits, pos = start, cap = o.shape[0], k = 0, nxt = nbits
+    cdef uint64_t dummy = 0
     if pos >= n:
         return 0, nbits
     with nogil:
-        pos = _next_set(&bm[0], n, pos)
-        while pos < n and k < cap:
-            w_i = pos >> 6
-            w = bm[w_i] & ((~<uint64_t>0) << (pos & 63))
-            if w_i == nw - 1:
-                w &= _tail_mask(n)
-            base = <uint64_t>w_i << 6
-            if k + lm_popcount(w) <= cap:
-                while w:
-                    o[k] = base + lm_ctz(w)
-                    k += 1
-                    w &= w - 1
-            else:
-                while k < cap:
-                    o[k] = base + lm_ctz(w)
-                    k += 1
-                    w &= w - 1
-                pos = base + lm_ctz(w)
-                break
-            pos = _next_set(&bm[0], n, (w_i + 1) << 6)
-    return int(k), int(pos if pos < n else n)
+        k = lm_find_set(&bm[0], n, pos, &o[0] if cap else &dummy, cap, &nxt)
+    return int(k), int(nxt)
 
 
 def bit_runs(bitmap, nbits, start, out_starts, out_lengths):
