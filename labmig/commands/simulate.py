@@ -25,7 +25,8 @@ from ..plan import PARAMETERS, Plan
 from ..sim import simulate
 from ..sim.workloads import WORKLOADS
 from ..strategies import STRATEGIES, option_fields
-from ..units import format_duration, format_size
+from ..strategies.base import parse_option
+from ..units import format_duration, format_rate, format_size, parse_duration, parse_rate, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         group.add_argument(flag, dest=f"opt_{name}", metavar="VALUE", help=help_text)
     p.add_argument("--sweep", action="append", default=[], metavar="PARAM=a,b,c",
                    help="run once per value (repeat for a grid) and print a comparison table; "
-                        "PARAM is a flag name without -- (e.g. bandwidth, dirty-rate, strategy, downtime-limit)")
+                        "PARAM is a flag name without -- (e.g. bandwidth, dirty-rate, strategy, downtime-limit); "
+                        "FROM..TO:N gives N evenly spaced values")
     p.add_argument("--json", action="store_true", help="print the result(s) as JSON")
     p.add_argument("--csv", metavar="FILE.csv", help="write the timeline (one run) as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="plot the timeline (or the sweep) to a PNG")
@@ -108,20 +110,48 @@ def build_plan(args: argparse.Namespace) -> Plan:
     return replace(plan, options=options).validated()
 
 
-def parse_sweeps(specs: list[str]) -> list[tuple[str, list[str]]]:
+def parse_sweeps(specs: list[str]) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """``PARAM=a,b,c`` or ``PARAM=FROM..TO:N`` (N evenly spaced values) -> (name, [(label, value)])."""
     sweeps = []
     for spec in specs:
         name, sep, values = spec.partition("=")
         items = [v.strip() for v in values.split(",") if v.strip()]
         if not sep or not name or not items:
-            raise InvalidInput(f"cannot read --sweep {spec!r}", "write it like --sweep bandwidth=1Gbit/s,10Gbit/s")
+            raise InvalidInput(f"cannot read --sweep {spec!r}",
+                               "write it like --sweep bandwidth=1Gbit/s,10Gbit/s or dirty-rate=50MiB/s..2GiB/s:20")
         name = name.strip().lstrip("-")
         known_opts = _strategy_options()
         if name.replace("-", "_") not in known_opts and name.replace("_", "-") not in PARAMETERS:
             raise InvalidInput(f"--sweep: unknown parameter {name!r}",
                                "use a plan flag (memory, dirty-rate, bandwidth, strategy …) or a strategy option")
-        sweeps.append((name, items))
+        expanded: list[tuple[str, Any]] = []
+        for item in items:
+            if ".." in item:
+                expanded.extend(_sweep_range(name, item))
+            else:
+                expanded.append((item, item))
+        sweeps.append((name, expanded))
     return sweeps
+
+
+def _sweep_range(name: str, item: str) -> list[tuple[str, Any]]:
+    lo_text, _, rest = item.partition("..")
+    hi_text, sep, count_text = rest.partition(":")
+    if not sep or not count_text.strip().isdigit() or int(count_text) < 2:
+        raise InvalidInput(f"cannot read the range {item!r} in --sweep {name}", "write FROM..TO:N, e.g. 1GiB..8GiB:8")
+    key = name.replace("_", "-")
+    if key in PARAMETERS:
+        parse = PARAMETERS[key][2]
+        unit = {parse_size: "size", parse_rate: "rate", parse_duration: "duration"}.get(parse, "float")
+    else:
+        unit = _strategy_options()[name.replace("-", "_")][0].get("unit", "float")
+        parse = lambda v: parse_option(unit, name, v)  # noqa: E731
+    fmt = {"size": format_size, "rate": format_rate, "duration": format_duration}.get(unit, lambda v: f"{v:g}")
+    lo, hi = float(parse(lo_text)), float(parse(hi_text))
+    values = [lo + (hi - lo) * i / (int(count_text) - 1) for i in range(int(count_text))]
+    if unit in ("size", "int"):
+        values = [float(round(v)) for v in values]
+    return [(fmt(v), v) for v in values]
 
 
 def _check_options(plan: Plan, sweeping_strategy: bool) -> None:
@@ -156,11 +186,12 @@ def run(args: argparse.Namespace) -> int:
             plot_timeline(result, args.plot)
         return 0
     rows: list[tuple[dict[str, str], MigrationResult]] = []
-    for combo in itertools.product(*[[(name, v) for v in values] for name, values in sweeps]):
+    for combo in itertools.product(*[[(name, lv) for lv in values] for name, values in sweeps]):
         p = plan
-        for name, value in combo:
+        for name, (_label, value) in combo:
             p = p.with_param(name, value)
-        rows.append((dict(combo), simulate(p, strict=not sweeping_strategy)))
+        labels = {name: label for name, (label, _value) in combo}
+        rows.append((labels, simulate(p, strict=not sweeping_strategy)))
     if args.json:
         print(json.dumps([{"params": params, "result": r.to_dict()} for params, r in rows], indent=2))
     else:

@@ -178,3 +178,14 @@ def test_cli_rejects_options_of_other_strategies():
         cli("--sweep", "colour=red,blue")
     with pytest.raises(InvalidInput, match="cannot read --sweep"):
         cli("--sweep", "bandwidth")
+
+
+def test_cli_sweep_range_gives_evenly_spaced_values(capsys):
+    assert cli("--memory", "1GiB", "--workload", "uniform", "--sweep", "dirty-rate=100MiB/s..1GiB/s:4",
+               "--json") == 0
+    runs = json.loads(capsys.readouterr().out)
+    rates = [r["result"]["plan"]["workload"]["dirty_rate"] for r in runs]
+    assert rates == pytest.approx([100 * MiB, 408 * MiB + 2 * MiB / 3, 716 * MiB + MiB / 3, 1024 * MiB])
+    assert [r["params"]["dirty-rate"] for r in runs][0] == "838.86 Mbit/s"
+    with pytest.raises(InvalidInput, match="FROM..TO:N"):
+        cli("--sweep", "memory=1GiB..2GiB")
