@@ -248,7 +248,7 @@ def plot_timeline(result: MigrationResult, path: str) -> None:
         ax1b = ax1.twinx()
         ax1b.step(t, [p.throttle_pct for p in result.timeline], where="post", color="tab:red", label="throttle")
         ax1b.set_ylabel("CPU throttle (%)")
-    ax2.plot(t, [p.bytes_sent_total / 2**20 for p in result.timeline], marker=".")
+    ax2.plot([0.0] + t, [0.0] + [p.bytes_sent_total / 2**20 for p in result.timeline], marker=".")
     ax2.set_ylabel("sent (MiB, cumulative)")
     ax2.set_xlabel("time (s)")
     for e in result.events:

@@ -419,10 +419,13 @@ class LiveEngine:
         """Switch to post-copy: resume on the destination, pull faulted pages, push the rest.
 
         Returns the downtime of the switch (device state and a round trip).
-        Each step of ``step`` seconds: the guest (slowed by the time its vCPUs
-        spent waiting in the previous step) touches pages; those still on the
-        source fault: each costs a round trip plus its transfer and is sent
-        first; the rest of the bandwidth pushes pending pages in address order.
+        Each step of ``step`` seconds: the guest touches pages; those still on
+        the source fault: each stalls a vCPU for a round trip plus the page's
+        transfer (faulted pages go first, as on QEMU's post-copy preempt
+        channel), and the rest of the bandwidth pushes pending pages in address
+        order. The guest's speed in a step splits each vCPU's time between
+        running and waiting, using the fault density of the previous step:
+        ``V dt = s V dt + (density s dt) × fault cost``.
         """
         self.sync()
         self.in_postcopy = True
@@ -447,7 +450,6 @@ class LiveEngine:
                 break
             step_no += 1
             dt = min(step, remaining * page_wire / self.bandwidth)
-            # vCPU time splits into running and waiting: V dt = s V dt + (density s dt) c.
             speed = vcpus / (vcpus + density * fault_cost)
             touched: list[np.ndarray] = []
             self.workload.touch(dt, speed, touched.append)
@@ -467,13 +469,16 @@ class LiveEngine:
             pushed, push_wire = self._send_in_order(budget, last_stage=True) if budget else (0, 0)
             credit = budget - push_wire
             wire += push_wire
-            dt_used = max(dt if self.pending_pages else max(0.0, dt - credit / self.bandwidth), 1e-12)
+            if self.pending_pages:
+                dt_used = max(dt, (wire - push_wire) / self.bandwidth)  # faults alone may fill the link
+            else:
+                dt_used = max(dt - credit / self.bandwidth, 1e-12)
             self.clock.advance(dt_used)
             wait = faults * fault_cost
             self.totals.postcopy_faults += faults
             self.totals.fault_wait_time += wait
             self.totals.add("postcopy", wire)
-            density = faults / (speed * dt_used)
+            density = faults / (speed * dt)
             self.timeline.append(TimelinePoint(
                 t=round(self.now, 9), phase="postcopy", iteration=step_no, pages_sent=faults + pushed,
                 faults=faults, remaining_bytes=self.pending_pages * self.page,
