@@ -53,7 +53,8 @@ def rsync_peer(lab, guest) -> dict:
     shutil.copyfile(old, scratch)
     try:
         argv = host_cmd(lab.plan.host("lab2")) + [
-            "rsync", "--inplace", "--no-whole-file", "--ignore-times", "--stats", "-e", f"ssh -F {config_path(lab.plan)}",
+            "rsync", "--inplace", "--no-whole-file", "--ignore-times", "--stats",
+            "-e", f"ssh -F {config_path(lab.plan)}",
             guest.disk, f"lab1:{scratch_inside}"]
         t = time.monotonic()
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
