@@ -32,10 +32,11 @@ def numpy_peer(plan: Plan, downtime_limit: float = 0.3) -> int:
     rate = plan.workload.dirty_rate / page
     bw = plan.link.bandwidth
     pending = np.ones(n, dtype=bool)
-    passes, best, since_best = 0, math.inf, 0
+    passes, best, since_best, now, t_best = 0, math.inf, 0, 0.0, 0.0
     while True:
         sent = int(np.count_nonzero(pending))
         t = sent * (page + 8) / bw
+        now += t
         p = -math.expm1(-rate * t / wss)
         pending = np.zeros(n, dtype=bool)
         pending[:wss] = rng.random(wss) < p
@@ -43,8 +44,11 @@ def numpy_peer(plan: Plan, downtime_limit: float = 0.3) -> int:
         left = int(np.count_nonzero(pending))
         if left * page < bw * downtime_limit:
             return passes
-        best, since_best = (left, 0) if left < 0.95 * best else (best, since_best + 1)
-        if since_best >= 5:  # the simulator's stall rule
+        if left < 0.95 * best:
+            best, since_best, t_best = left, 0, now
+        else:
+            since_best += 1
+        if since_best >= 5 and now - t_best >= 10.0:  # the simulator's stall rule
             return passes
 
 

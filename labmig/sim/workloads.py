@@ -59,7 +59,7 @@ def bernoulli_pages(rng: np.random.Generator, nitems: int, p: float, offset: int
         # Dense: one uniform draw per page, still a chunk at a time.
         for lo in range(0, nitems, CHUNK):
             n = min(CHUNK, nitems - lo)
-            idx = np.flatnonzero(rng.random(n) < p).astype(np.int64)
+            idx = np.flatnonzero(rng.random(n, dtype=np.float32) < np.float32(p)).astype(np.int64)
             idx += offset + lo
             sink(idx)
             emitted += len(idx)

@@ -82,8 +82,11 @@ def test_uniform_rounds_follow_expected_saturation():
                 link=Link(bandwidth=10e9 / 8), options={"downtime_limit": 0.05})
     result = simulate(plan)
     points = result.timeline[:-1]
+    assert len(points) >= 3
     for point in points:
-        assert point.pages_dirtied == pytest.approx(uniform_next_round(point.pages_sent, plan), rel=0.01)
+        expected = uniform_next_round(point.pages_sent, plan)
+        # within 1 %, or 4 standard deviations of a binomial count for the small last rounds
+        assert abs(point.pages_dirtied - expected) <= max(0.01 * expected, 4 * math.sqrt(expected))
 
 
 def test_postcopy_of_idle_guest_is_one_push():
