@@ -220,7 +220,7 @@ cdef extern from *:
                 err = ENOMEM;
             }
             int64_t c;
-            #pragma omp for schedule(static, 1)
+            #pragma omp for schedule(dynamic, 1)
             for (c = 0; c < nchunks; c++) {
                 int stop;
                 #pragma omp atomic read

@@ -121,6 +121,7 @@ class CopyStats:
     bytes_on_wire: int = 0
     old_size: int = 0
     seconds: float = 0.0
+    sync_seconds: float = 0.0     # of ``seconds``: the destination's final fsync
     verify: str = "fast"
     verify_digest: str = ""
     core: str = field(default_factory=lambda: core.IMPLEMENTATION)
@@ -143,7 +144,7 @@ class CopyStats:
             f"{self.blocks_sent:,} sent, {self.blocks_zero:,} zeroed",
             f"Extents sent: {self.extents:,}; data sent: {self.bytes_sent:,} bytes",
             f"Bytes that would cross the wire: {self.bytes_on_wire:,} ({format_size(self.bytes_on_wire)})",
-            f"Time: {self.seconds:.3f} s; throughput {format_size(self.throughput)}/s ({format_rate(self.throughput)})",
+            f"Time: {self.seconds:.3f} s (final fsync {self.sync_seconds:.3f} s); throughput {format_size(self.throughput)}/s ({format_rate(self.throughput)})",
             f"Verified ({self.verify}): {self.verify_digest}",
         ])
 
@@ -525,7 +526,9 @@ def _copy(src_path: Path, fd: int, src_st: os.stat_result, size: int, dst: Desti
         else:
             stats.verify_digest = sender.verify_whole("sha256" if verify == "sha256" else "xxh3-128")
         sender.wire(REQUEST_BYTES)
+        synced = time.perf_counter()
         dst.finish()
+        stats.sync_seconds = time.perf_counter() - synced
     except OSError as exc:
         raise _io_error(exc, dst.name) from exc
     stats.seconds = time.perf_counter() - started

@@ -232,3 +232,10 @@ def test_cli_errors(tmp_path, args, needle):
     r = run_cli(*[a.format(tmp=tmp_path) for a in args])
     assert r.returncode == 2 and needle in r.stderr and "hint" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_copy_demo_runs_and_ends_identical(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "labmig.copydemo", "--size", "8MiB", "--dir", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "identical by cmp: yes" in r.stdout and "only what changed travels" in r.stdout
