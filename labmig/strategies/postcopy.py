@@ -79,7 +79,8 @@ class HybridOptions(PostcopyOptions):
     live_migration_downtime: int = option(500, "int", "Nova: final downtime limit, ms")
     live_migration_downtime_steps: int = option(10, "int", "Nova: number of downtime increases")
     live_migration_downtime_delay: float = option(75.0, "float", "Nova: seconds per GiB between increases")
-    live_migration_completion_timeout: float = option(800.0, "float", "Nova: seconds per GiB before the action; 0 = none")
+    live_migration_completion_timeout: float = option(800.0, "float",
+                                                      "Nova: seconds per GiB before the action; 0 = none")
     live_migration_timeout_action: str = option("force_complete", "choice", "Nova: abort or force_complete",
                                                 choices=("abort", "force_complete"))
     live_migration_permit_post_copy: bool = option(True, "bool", "Nova: force_complete may switch to post-copy")
