@@ -189,3 +189,13 @@ def test_cli_sweep_range_gives_evenly_spaced_values(capsys):
     assert [r["params"]["dirty-rate"] for r in runs][0] == "838.86 Mbit/s"
     with pytest.raises(InvalidInput, match="FROM..TO:N"):
         cli("--sweep", "memory=1GiB..2GiB")
+
+
+def test_through_the_labmig_entry_point(capsys):
+    from labmig.cli import main
+
+    assert main(["simulate", "--memory", "1GiB", "--strategy", "postcopy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["strategy"] == "postcopy"
+    assert main(["simulate", "--bandwidth", "fast"]) == 2
+    err = capsys.readouterr().err
+    assert "bandwidth" in err and "hint:" in err
