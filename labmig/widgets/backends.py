@@ -140,7 +140,10 @@ class LocalLabBackend:
         return labglue.prepare(params)
 
     def predict(self, params: MigrationParams) -> MigrationResult:
-        return SimulatorBackend().predict(params)
+        """The simulator with the guest's measured dirty rate and the run's bandwidth."""
+        from . import labglue
+
+        return SimulatorBackend().predict(labglue.measured_params(params))
 
     def run(self, params: MigrationParams, on_point: PointCallback,
             abort: threading.Event) -> MigrationResult:
@@ -165,6 +168,15 @@ class HostsBackend(LocalLabBackend):
                 raise InvalidInput(f"{end!r} is not a libvirt URI",
                                    "write e.g. qemu+ssh://host1/system, or choose the local lab")
         return params
+
+    def predict(self, params: MigrationParams) -> MigrationResult:
+        return SimulatorBackend().predict(params)
+
+    def run(self, params: MigrationParams, on_point: PointCallback,
+            abort: threading.Event) -> MigrationResult:
+        from . import labglue
+
+        return labglue.run_on_hosts(params, on_point, abort)
 
 
 BACKENDS: dict[str, type] = {

@@ -200,12 +200,12 @@ class MigrationController:
         return [r.result for r in self.runs if r.result is not None]
 
     def predict(self, params: MigrationParams | None = None) -> MigrationResult | None:
-        """The simulator's figures for these parameters (the guest's and link's as measured)."""
+        """The simulator's figures for these parameters (on the lab: the guest's dirty rate as measured)."""
         from .backends import get_backend
 
         params = params or self.params
         try:
-            return get_backend("simulator").predict(params)
+            return get_backend(params.backend).predict(params)
         except LabmigError as exc:
             log.info("no prediction: %s", exc)
             return None

@@ -1,36 +1,73 @@
 """The panel's parameters handed to the real backends: the local lab (labmig.lab) and
 live / cold migration over libvirt (labmig.live, labmig.cold).
 
-    lab_status()   (up?, words): is the local two-host lab running here
-    prepare()      check the parameters against the lab before a run
-    run()          one real migration, its timeline fed to ``on_point``, Abort honoured
+    lab_status()       (up?, words): is the local two-host lab ($LABMIG_LAB) running here
+    prepare()          the panel's VM on the lab: created if missing (its memory, working set,
+                       dirty rate from the form), else set to the form's working set and dirty
+                       rate; source = where it runs now, destination = the other host
+    measured_params()  the parameters as measured: the guest's own dirty counter over a second
+    run()              one real migration, its timeline fed to ``on_point``; Abort aborts the
+                       libvirt job (live) and the VM stays on the source
+    run_on_hosts()     the same between two hosts given by libvirt URI (no lab)
 """
 from __future__ import annotations
 
-import importlib
 import logging
+import os
 import threading
+import time
 from typing import Any, Callable
 
-from ..errors import LabError
+from ..errors import InvalidInput, LabError
 from ..model import MigrationResult, TimelinePoint
+from ..units import format_rate, parse_rate, parse_size
 
 log = logging.getLogger(__name__)
 
+GUEST_INDEX = 70          # the panel's guest address: 10.78.0.(10 + index) on the lab's bridge
+PAGE = 4096               # the lab guest counts dirtied 4 KiB pages
+COLD_SHUTDOWN_TIMEOUT = "10s"
+# What fits a TCG guest on one machine; the panel starts from these on the lab.
+LAB_DEFAULTS = {"memory": "256MiB", "working_set": "64MiB", "dirty_rate": "4MiB/s", "bandwidth": "32MiB/s"}
 
-def _module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        log.debug("%s not importable: %s", name, exc)
-        return None
+
+def _lab():
+    from ..lab import LocalLab
+
+    return LocalLab()
 
 
 def lab_status() -> tuple[bool, str]:
-    lab = _module("labmig.lab")
-    if lab is None or not hasattr(lab, "LocalLab"):
+    try:
+        from ..lab import LocalLab  # noqa: F401
+    except ImportError:
         return False, "this labmig has no local lab support"
-    return False, "the local lab is not wired to the panel yet"
+    if os.geteuid() != 0:
+        return False, "the local lab needs root"
+    try:
+        lab = _lab()
+        if lab.is_up():
+            return True, f"lab {lab.name!r} is up (hosts lab1, lab2; real QEMU under libvirt)"
+        return False, f"lab {lab.name!r} is not up"
+    except Exception as exc:  # a half-made lab must not break the notebook: fall back
+        log.info("lab status unknown: %s", exc)
+        return False, f"the lab's state is unknown ({exc})"
+
+
+def _guest(lab: Any, params: Any) -> Any:
+    from ..lab import GuestSpec
+
+    try:
+        return lab.guest(params.vm)
+    except InvalidInput:
+        pass
+    spec = GuestSpec(name=params.vm, index=GUEST_INDEX, memory=parse_size(params.memory),
+                     wss=parse_size(params.working_set), dirty_rate=int(parse_rate(params.dirty_rate)),
+                     disk="shared" if params.shared_storage else "local")
+    spec.validate()
+    host = params.source if params.source in ("lab1", "lab2") else "lab1"
+    log.info("creating lab guest %s on %s", params.vm, host)
+    return lab.create_guest(spec, host=host)
 
 
 def prepare(params: Any) -> Any:
@@ -38,9 +75,84 @@ def prepare(params: Any) -> Any:
     if not up:
         raise LabError(f"the local lab cannot run this migration: {why}",
                        "bring it up with `labmig lab up` (as root), or choose the simulator")
-    return params
+    lab = _lab()
+    guest = _guest(lab, params)
+    source = guest.running_on()
+    if source is None:
+        raise LabError(f"{params.vm} is not running on exactly one lab host ({guest.where()})",
+                       "run `labmig recover` or `labmig status`, then try again")
+    guest.set_working_set(parse_size(params.working_set))
+    guest.set_dirty_rate(int(parse_rate(params.dirty_rate)))
+    destination = lab.other(source).name
+    return params.replace(source=source, destination=destination)
+
+
+def measured_params(params: Any, seconds: float = 1.0) -> Any:
+    """``params`` with the dirty rate the guest really achieves (QEMU under TCG is slow)."""
+    guest = _lab().guest(params.vm)
+    first, t0 = guest.stat(), time.monotonic()
+    time.sleep(seconds)
+    second, t1 = guest.stat(), time.monotonic()
+    rate = (int(second["dirtied"]) - int(first["dirtied"])) * PAGE / (t1 - t0)
+    log.info("guest %s dirties %s (asked %s)", params.vm, format_rate(rate), params.dirty_rate)
+    return params.replace(dirty_rate=f"{max(rate, 0.0):.0f}B/s")
+
+
+def _live_options(params: Any):
+    from ..live.plan import LiveOptions
+
+    return LiveOptions.from_strategy(params.strategy, {"downtime_limit": params.downtime_limit, **params.options},
+                                     bandwidth=params.bandwidth)
 
 
 def run(params: Any, on_point: Callable[[TimelinePoint], None], abort: threading.Event) -> MigrationResult:
-    prepare(params)
-    raise LabError("the local lab is not wired to the panel yet", "choose the simulator")
+    if params.kind == "cold":
+        return _run_cold(params, on_point, abort)
+    return _run_live(params, on_point, abort, probe=True)
+
+
+def run_on_hosts(params: Any, on_point: Callable[[TimelinePoint], None],
+                 abort: threading.Event) -> MigrationResult:
+    if params.kind == "cold":
+        return _run_cold(params, on_point, abort)
+    return _run_live(params, on_point, abort, probe=False)
+
+
+def _run_live(params: Any, on_point: Callable[[TimelinePoint], None], abort: threading.Event,
+              probe: bool) -> MigrationResult:
+    from ..live.migration import LiveMigration
+    from ..live.plan import LivePlan
+    from ..live.probe import probe_for
+
+    plan = LivePlan(params.vm, params.source, params.destination, _live_options(params))
+    client = probe_for(params.vm) if probe else None
+    with LiveMigration(plan, on_point=on_point, probe=client) as mig:
+        if abort.is_set():
+            raise LabError("aborted before the migration started", "press Migrate again")
+        # The panel's Abort reaches libvirt from a watcher thread while run() blocks here.
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.1):
+                if abort.is_set():
+                    mig.abort("aborted from the panel")
+                    return
+
+        threading.Thread(target=watch, name="labmig-abort-watch", daemon=True).start()
+        try:
+            return mig.run()
+        finally:
+            done.set()
+
+
+def _run_cold(params: Any, on_point: Callable[[TimelinePoint], None], abort: threading.Event) -> MigrationResult:
+    from ..cold.migration import ColdMigration, ColdOptions, ColdPlan
+    from ..live.probe import probe_for
+
+    # The lab guest ignores ACPI power-off: a short graceful deadline, then forced off.
+    options = ColdOptions(auto_confirm=True, shutdown_timeout=COLD_SHUTDOWN_TIMEOUT)
+    plan = ColdPlan(params.vm, params.source, params.destination, options)
+    with ColdMigration(plan, on_point=on_point, probe=probe_for(params.vm)) as mig:
+        if abort.is_set():
+            raise LabError("aborted before the migration started", "press Migrate again")
+        return mig.run()

@@ -43,6 +43,10 @@ class MigrationPanel:
         note = ""
         if params.get("backend", "auto") == "auto":
             params["backend"], note = resolve_backend()
+        if params["backend"] == "local lab" and controller is None:
+            from .labglue import LAB_DEFAULTS
+
+            params = {**LAB_DEFAULTS, **params}
         self.controller = controller or MigrationController(**params)
         p = self.controller.params
         self._lock = threading.Lock()
