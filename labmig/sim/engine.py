@@ -75,7 +75,8 @@ class PassRecord:
 
 
 class XbzrleCache:
-    """QEMU's XBZRLE cache: direct-mapped, slot = page number modulo the slot count.
+    """QEMU's XBZRLE cache: direct-mapped, slot = page number modulo the slot count
+    (the cache's page count rounded down to a power of two).
 
     Only after the bulk stage are pages cached (on a miss, outside the last
     stage); a page that is in the cache is sent as a delta against its cached
@@ -84,7 +85,8 @@ class XbzrleCache:
     """
 
     def __init__(self, cache_bytes: int, page_size: int) -> None:
-        self.slots = max(1, cache_bytes // page_size)
+        pages = max(1, cache_bytes // page_size)
+        self.slots = 1 << (pages.bit_length() - 1)  # QEMU rounds the page count down to a power of two
         self.tags = np.full(self.slots, -1, dtype=np.int64)
         self.hits = 0
         self.misses = 0
