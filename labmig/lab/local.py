@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import InvalidInput, LabError
 from . import accel as accelmod, guestbuild, libvirtd, netns, sshd
 from .guest import (ConsoleLog, GuestSpec, control, create_disk, disk_path, domain_xml, parse_stat,
-                    read_boot_counter, wait_for)
+                    read_boot_counter, supports_direct_io, wait_for)
 from .plan import STATE_ROOT, HostPlan, LabPlan, make_plan
 
 log = logging.getLogger(__name__)
@@ -453,7 +453,8 @@ class LocalLab:
         for other in self.hosts.values():
             other.console_path(spec.name).unlink(missing_ok=True)
         xml = domain_xml(self.plan, spec, guest.disk, h.plan.console_log(spec.name),
-                         "kvm" if self.accel == "kvm" else "qemu")
+                         "kvm" if self.accel == "kvm" else "qemu",
+                         direct_io=supports_direct_io(guest.disk_outside(host).parent))
         conn = h.connect()
         try:
             dom = conn.defineXML(xml)

@@ -153,3 +153,16 @@ def test_kvm_guests_pass_the_host_cpu_through():
     tcg = ET.fromstring(domain_xml(plan, GuestSpec(), "/d", "/c", "qemu"))
     assert kvm.get("type") == "kvm" and kvm.find("cpu").get("mode") == "host-passthrough"
     assert tcg.find("cpu") is None
+
+
+def test_disk_cache_falls_back_where_direct_io_is_missing(tmp_path):
+    from labmig.lab.guest import supports_direct_io
+
+    plan = make_plan("x")
+    direct = ET.fromstring(domain_xml(plan, GuestSpec(), "/d", "/c", direct_io=True))
+    plain = ET.fromstring(domain_xml(plan, GuestSpec(), "/d", "/c", direct_io=False))
+    assert direct.find("devices/disk/driver").get("cache") == "none"
+    assert plain.find("devices/disk/driver").get("cache") is None
+    assert supports_direct_io(tmp_path / "missing-dir") is False
+    assert isinstance(supports_direct_io(tmp_path), bool)
+    assert list(tmp_path.iterdir()) == []   # the probe file is not left behind
