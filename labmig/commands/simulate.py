@@ -55,6 +55,11 @@ def _strategy_options() -> dict[str, tuple[dict[str, Any], list[str]]]:
     return table
 
 
+def _esc(text: str) -> str:
+    """argparse formats help with %; registry texts may contain a literal one."""
+    return text.replace("%", "%%")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "simulate", help="simulate a live or cold migration at any scale",
@@ -62,8 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "XBZRLE, Nova's policy, cold migration). Sizes take units (8GiB), rates too "
                     "(10Gbit/s, 200MiB/s), durations (300ms).")
     p.add_argument("--plan", metavar="FILE.json", help="start from this plan (flags override its fields)")
-    p.add_argument("--strategy", choices=list(STRATEGIES), help="migration strategy (default precopy)")
-    p.add_argument("--workload", choices=list(WORKLOADS), help="how the guest writes memory (default idle)")
+    p.add_argument("--strategy", choices=list(STRATEGIES), metavar="NAME",
+                   help=_esc("migration strategy (default precopy): " +
+                             "; ".join(f"{name}: {cls.description}" for name, cls in STRATEGIES.items())))
+    p.add_argument("--workload", choices=list(WORKLOADS), metavar="KIND",
+                   help=_esc("how the guest writes memory (default idle): " +
+                             "; ".join(f"{name}: {cls.description}" for name, cls in WORKLOADS.items())))
     for name, (_section, _attr, _parse) in PARAMETERS.items():
         if name in ("strategy", "workload"):
             continue
@@ -74,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         owners_text = "all but cold" if len(owners) == len(STRATEGIES) - 1 and "cold" not in owners \
             else ", ".join(owners)
         help_text = f"{meta.get('help', '')} [{owners_text}]"
-        group.add_argument(flag, dest=f"opt_{name}", metavar="VALUE", help=help_text)
+        group.add_argument(flag, dest=f"opt_{name}", metavar="VALUE", help=_esc(help_text))
     p.add_argument("--sweep", action="append", default=[], metavar="PARAM=a,b,c",
                    help="run once per value (repeat for a grid) and print a comparison table; "
                         "PARAM is a flag name without -- (e.g. bandwidth, dirty-rate, strategy, downtime-limit); "

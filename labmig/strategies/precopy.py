@@ -117,13 +117,13 @@ class Precopy(Strategy):
         eng.downtime_limit = self.options.downtime_limit
         self.engine = eng
         self._best, self._since_best, self._t_best = math.inf, 0, 0.0
+        verdict = self.prepare(eng)  # timers (Nova's) run from the start, disk mirror included
         if not plan.storage.shared:
             size = plan.vm.disk_size
             if not eng.mirror_disk(size, plan.storage.disk_dirty_rate, plan.storage.disk_bandwidth):
                 return eng.result(self.name, Outcome.DID_NOT_CONVERGE,
                                   f"did not converge: the guest writes its disk at "
                                   f"{format_rate(plan.storage.disk_dirty_rate)}, faster than the mirror copies")
-        verdict = self.prepare(eng)
         rec: Optional[PassRecord] = None
         while verdict == "continue":
             rec = eng.run_pass(sync_below=self.sync_below(eng), check_interval=self.options.check_interval)

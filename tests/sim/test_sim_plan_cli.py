@@ -199,3 +199,12 @@ def test_through_the_labmig_entry_point(capsys):
     assert main(["simulate", "--bandwidth", "fast"]) == 2
     err = capsys.readouterr().err
     assert "bandwidth" in err and "hint:" in err
+
+
+def test_help_lists_strategies_workloads_and_options(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli("--help")
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("autoconverge", "hotcold", "--cpu-throttle-initial", "--xbzrle-cache-size", "--sweep"):
+        assert word in out
