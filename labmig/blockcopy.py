@@ -164,6 +164,77 @@ class Destination(Protocol):
     def close(self) -> None: ...
 
 
+def data_segments(fd: int, offset: int, end: int) -> list[tuple[int, int]]:
+    """Byte ranges of [offset, end) that may hold data; holes (SEEK_HOLE) left out.
+
+    Where the file system or device cannot tell, the whole range is data.
+    """
+    segments: list[tuple[int, int]] = []
+    pos = offset
+    while pos < end:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data past pos
+                break
+            return [(offset, end)]
+        if start >= end:
+            break
+        stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
+        segments.append((start, stop))
+        pos = stop
+    return segments
+
+
+def digest_range(fd: int, offset: int, length: int, block_size: int, seed: int,
+                 digests_out: np.ndarray, zero_out: np.ndarray | None = None) -> int:
+    """:func:`core.digest_file` that does not read holes: their blocks get the zero digest.
+
+    Same arguments and result (bytes that were there; short at an early EOF).
+    """
+    bs = block_size
+    end = offset + length
+    n = (length + bs - 1) // bs
+    if n == 0:
+        return 0
+    size = os.fstat(fd).st_size
+    segments = data_segments(fd, offset, end)
+    if segments == [(offset, end)] or not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+        return core.digest_file(fd, offset, length, bs, seed, digests_out, zero_out)
+    there = max(0, min(end, size) - offset)
+    full = there // bs  # whole blocks that exist; a short last block is always read
+    # block ranges to read: data segments widened to whole blocks
+    wanted = [((a - offset) // bs, min(n, (b - offset + bs - 1) // bs)) for a, b in segments]
+    if there % bs:
+        wanted.append((full, full + 1))
+    merged: list[list[int]] = []
+    for a, b in sorted(wanted):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    # every whole block outside those ranges is a hole: the zero digest, no read
+    holes = np.ones(full, dtype=bool)
+    for a, b in merged:
+        holes[a:b] = False
+    hole_idx = np.flatnonzero(holes)
+    lo, hi = core.zero_digest(bs, seed)
+    digests_out[hole_idx, 0], digests_out[hole_idx, 1] = lo, hi
+    if zero_out is not None and hole_idx.size:
+        core.set_bits(zero_out, hole_idx.astype(np.int64))
+    for a, b in merged:
+        start, ln = offset + a * bs, min((b - a) * bs, end - offset - a * bs)
+        sub_zero = core.new_bitmap(b - a) if zero_out is not None else None
+        got = core.digest_file(fd, start, ln, bs, seed, digests_out[a:b], sub_zero)
+        if sub_zero is not None and zero_out is not None:
+            idx = np.empty(b - a, dtype=np.int64)
+            count, _ = core.find_set_bits(sub_zero, b - a, 0, idx)
+            core.set_bits(zero_out, idx[:count] + a)
+        if got < ln:
+            return start + got - offset
+    return there
+
+
 def stream_digest(fd: int, size: int, algo: str) -> str:
     """Hex digest of the first ``size`` bytes of ``fd``; the same on both sides of a copy."""
     if algo == "sha256":
@@ -251,7 +322,7 @@ class LocalDestination:
         n = (length + block_size - 1) // block_size
         out = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
         if n:
-            got = core.digest_file(fd, offset, length, block_size, seed, out)
+            got = digest_range(fd, offset, length, block_size, seed, out)
             if got != length:
                 raise CopyError(f"{self.name} ended at {offset + got:,} bytes, expected {offset + length:,}",
                                 "something else is changing the destination; stop it and run again")
@@ -373,7 +444,7 @@ class _Sender:
         theirs = np.frombuffer(raw, dtype="<u8").astype(np.uint64, copy=False).reshape(n, core.DIGEST_WORDS)
         ours = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
         zero = core.new_bitmap(n)
-        got = core.digest_file(self.fd, offset, length, bs, self.seed, ours, zero)
+        got = digest_range(self.fd, offset, length, bs, self.seed, ours, zero)
         if got != length:
             raise SourceChanged(f"source {self.src_path} ended at {offset + got:,} bytes while it was copied "
                                 f"(it had {self.size:,})", "stop whatever writes the image (shut the VM down), then copy again")
