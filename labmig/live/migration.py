@@ -411,11 +411,16 @@ class LiveMigration:
             client_interruption=client_gap, plan=self.plan.to_dict(),
         )
         result.extra["block_migration"] = block
+        throttled = [p for p in self.timeline if p.throttle_pct > 0]
+        result.max_throttle_pct = max((p.throttle_pct for p in self.timeline), default=0.0)
+        result.throttle_time = len(throttled) * opts.poll_interval
         result.extra["policy"] = self.policy.name if self.policy else ""
         result.extra["prechecks"] = self.report.to_list() if self.report else []
         if error is None and self._abort_reason is None:
             stats = self._completed_job_stats()
             final = JobSample.from_stats(stats) if stats else None
+            if self._paused_by_us:
+                self._resume_on_destination()
             verdict = Rollback(self).verify_on_destination()
             result.outcome = Outcome.COMPLETED if verdict.ok else Outcome.FAILED
             if final is not None:
@@ -455,11 +460,20 @@ class LiveMigration:
             result.iterations = max((p.iteration for p in self.timeline), default=0)
         result.timeline = list(self.timeline)
         result.events = list(self.events)
-        throttled = [p for p in self.timeline if p.throttle_pct > 0]
-        result.max_throttle_pct = max((p.throttle_pct for p in self.timeline), default=0.0)
-        if throttled and len(self.timeline) > 1:
-            result.throttle_time = len(throttled) * opts.poll_interval
         return result
+
+    def _resume_on_destination(self) -> None:
+        """Force-complete paused the guest; it arrives paused, so let it run again (Nova's unpause)."""
+        import libvirt
+
+        try:
+            dom = self.destination.domain(self.plan.vm)
+            if dom is not None and self.destination.call("reading the VM state", dom.state)[0] == \
+                    libvirt.VIR_DOMAIN_PAUSED:
+                self.destination.call("resuming the guest", dom.resume)
+                self.note("resumed", f"guest resumed on {self.destination.name} after the forced completion")
+        except (libvirt.libvirtError, LabmigError) as exc:
+            log.warning("could not resume the guest on the destination: %s", exc)
 
     def _bytes_by_phase(self, final: JobSample | None) -> dict[str, int]:
         phases: dict[str, int] = {}
@@ -494,6 +508,11 @@ class LiveMigration:
             words.append("finished in post-copy")
         if any(e.kind == "not-converging" for e in self.events):
             words.append("pre-copy stopped converging on the way")
+        if result.max_throttle_pct:
+            words.append(f"auto-converge slowed the guest's CPU by up to {result.max_throttle_pct:.0f} % "
+                         "(a client waits longer on a throttled guest)")
+        if self._paused_by_us:
+            words.append("the guest was paused to force completion")
         return "; ".join(words) + f". {verdict}"
 
 

@@ -282,3 +282,19 @@ def test_ctrl_c_rolls_back(lab, guest):
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert guest.where() == {src: "running"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("postcopy, switch", [("on-timeout", "postcopy"), ("off", "paused")])
+def test_nova_completion_timeout_forces_completion(lab, guest, postcopy, switch):
+    """Nova's live_migration_timeout_action=force_complete: post-copy when permitted, else pause."""
+    src = guest.running_on()
+    dst = other(src)
+    opts = LiveOptions(bandwidth=SLOW, policy="nova", completion_timeout=18, timeout_action="force-complete",
+                       postcopy=postcopy)
+    with LiveMigration(LivePlan(guest.name, src, dst, opts)) as mig:
+        result = mig.run()
+    kinds = [e.kind for e in result.events]
+    assert switch in kinds and "abort" not in kinds, kinds
+    assert "not done after" in next(e.message for e in result.events if e.kind == switch)
+    assert_moved(guest, result, dst)
