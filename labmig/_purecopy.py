@@ -292,7 +292,7 @@ def zero_digest(length: int, seed: int) -> tuple[int, int]:
 def _fill(data: memoryview, base_block: int, bs: int, seed: int,
           digests_out: np.ndarray, zero_out: np.ndarray | None) -> None:
     zeros = bytes(bs)
-    for i in range(0, (len(data) + bs - 1) // bs):
+    for i in range((len(data) + bs - 1) // bs):
         block = data[i * bs:(i + 1) * bs]
         h = xxhash.xxh3_128_intdigest(block, seed)
         b = base_block + i

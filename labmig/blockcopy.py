@@ -5,6 +5,8 @@
     LocalDestination   a regular file or block device on this host
     CopyStats          what a copy did: blocks matched / sent / zero, bytes on the wire, time
     incomplete_mark(path), is_incomplete(path)   the "not yet verified" sidecar
+    digest_range(fd, ...)   core.digest_file that skips holes (their blocks get the zero digest)
+    stream_digest(fd, size, algo)   whole-image XXH3-128 / SHA-256, the same on both sides
 
 How a copy goes (the sender owns the source; the destination may be remote):
 
@@ -61,9 +63,10 @@ import secrets
 import stat as stat_mod
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import xxhash
@@ -144,7 +147,8 @@ class CopyStats:
             f"{self.blocks_sent:,} sent, {self.blocks_zero:,} zeroed",
             f"Extents sent: {self.extents:,}; data sent: {self.bytes_sent:,} bytes",
             f"Bytes that would cross the wire: {self.bytes_on_wire:,} ({format_size(self.bytes_on_wire)})",
-            f"Time: {self.seconds:.3f} s (final fsync {self.sync_seconds:.3f} s); throughput {format_size(self.throughput)}/s ({format_rate(self.throughput)})",
+            f"Time: {self.seconds:.3f} s (final fsync {self.sync_seconds:.3f} s); "
+            f"throughput {format_size(self.throughput)}/s ({format_rate(self.throughput)})",
             f"Verified ({self.verify}): {self.verify_digest}",
         ])
 
@@ -269,7 +273,7 @@ class LocalDestination:
         self.size = 0
         self.is_device = False
 
-    def __enter__(self) -> "LocalDestination":
+    def __enter__(self) -> LocalDestination:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -447,7 +451,8 @@ class _Sender:
         got = digest_range(self.fd, offset, length, bs, self.seed, ours, zero)
         if got != length:
             raise SourceChanged(f"source {self.src_path} ended at {offset + got:,} bytes while it was copied "
-                                f"(it had {self.size:,})", "stop whatever writes the image (shut the VM down), then copy again")
+                                f"(it had {self.size:,})",
+                                "stop whatever writes the image (shut the VM down), then copy again")
         self.image_digest.update(ours.astype("<u8", copy=False).tobytes())
         changed = core.new_bitmap(n)
         nchanged = core.compare_digests(ours, theirs, changed)
@@ -545,7 +550,8 @@ class _Sender:
             raise result["err"]
         if theirs != result["src"]:
             raise VerifyFailed(f"{self.dst.name} does not match the source ({algo} {theirs} != {result['src']})",
-                               "if the source was in use, stop it and copy again; otherwise check the destination storage")
+                               "if the source was in use, stop it and copy again; "
+                               "otherwise check the destination storage")
         return theirs
 
 

@@ -48,9 +48,23 @@ import os
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "IMPLEMENTATION", "new_bitmap", "popcount", "find_set_bits", "bit_runs", "fetch_and_clear",
-    "bitmap_or", "bitmap_andnot", "set_bits", "digest_buffer", "digest_file", "compare_digests",
-    "zero_digest", "punch_hole", "DIGEST_WORDS", "MIN_BLOCK", "MAX_BLOCK",
+    "DIGEST_WORDS",
+    "IMPLEMENTATION",
+    "MAX_BLOCK",
+    "MIN_BLOCK",
+    "bit_runs",
+    "bitmap_andnot",
+    "bitmap_or",
+    "compare_digests",
+    "digest_buffer",
+    "digest_file",
+    "fetch_and_clear",
+    "find_set_bits",
+    "new_bitmap",
+    "popcount",
+    "punch_hole",
+    "set_bits",
+    "zero_digest",
 ]
 
 if os.environ.get("LABMIG_PUREPYTHON", "") not in ("", "0"):
@@ -66,7 +80,7 @@ else:
         from . import _purecopy as _impl  # type: ignore[no-redef]
         IMPLEMENTATION = "pure"
 
-from ._purecopy import DIGEST_WORDS, MAX_BLOCK, MIN_BLOCK  # noqa: E402
+from ._purecopy import DIGEST_WORDS, MAX_BLOCK, MIN_BLOCK
 
 new_bitmap = _impl.new_bitmap
 popcount = _impl.popcount

@@ -16,7 +16,6 @@ import pytest
 
 from labmig import blockcopy
 from labmig.blockcopy import DIGEST_BYTES, REQUEST_BYTES, LocalDestination, delta_copy, is_incomplete
-from labmig.errors import CopyError
 
 BS = 4096
 PATTERNS = 10_000
@@ -271,9 +270,10 @@ def test_large_window_walk(workdir, monkeypatch):
 
 def test_digest_range_skips_holes_but_equals_reading_them(workdir):
     """The hole-aware digest equals the plain one (which reads the zeros) on sparse files."""
+    import numpy as np
+
     from labmig import core
     from labmig.blockcopy import digest_range
-    import numpy as np
 
     rng = random.Random(9)
     path = workdir / "sparse"
