@@ -120,6 +120,15 @@ class Run:
         assert self.result is not None
         return self.result
 
+    def wait_points(self, count: int, timeout: float = 300.0) -> bool:
+        """Wait until ``count`` timeline points arrived (True) or the run ended first (False)."""
+        deadline = time.monotonic() + timeout
+        while len(self.points) < count:
+            if not self.running or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     @property
     def running(self) -> bool:
         return self.result is None and self.error is None

@@ -18,6 +18,10 @@ MAX_CELL_LINES = 8          # more than this is helper code: it belongs in labmi
 MAX_FUNCTION_LINES = 3
 
 
+def test_all_seven_notebooks_are_there():
+    assert [p.name[:2] for p in NOTEBOOK_PATHS] == [f"{i:02d}" for i in range(1, 8)]
+
+
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.stem)
 def test_notebook_has_no_helper_code(path: Path):
     nb = nbformat.read(path, as_version=4)
