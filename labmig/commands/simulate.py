@@ -11,6 +11,7 @@ from the strategies' option dataclasses, so a new option shows up here alone.
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import logging
@@ -89,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "PARAM is a flag name without -- (e.g. bandwidth, dirty-rate, strategy, downtime-limit); "
                         "FROM..TO:N gives N evenly spaced values")
     p.add_argument("--json", action="store_true", help="print the result(s) as JSON")
-    p.add_argument("--csv", metavar="FILE.csv", help="write the timeline (one run) as CSV")
+    p.add_argument("--csv", metavar="FILE.csv", help="write the timeline (one run) or the comparison (sweep) as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="plot the timeline (or the sweep) to a PNG")
     p.add_argument("--show-plan", action="store_true", help="print the plan before the result")
     p.set_defaults(func=run)
@@ -208,8 +209,21 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_sweep(rows, args.plot)
     if args.csv:
-        raise InvalidInput("--csv writes one run's timeline", "drop --sweep, or use --json for a sweep")
+        write_sweep_csv(rows, args.csv)
     return 0
+
+
+def write_sweep_csv(rows: list[tuple[dict[str, str], MigrationResult]], path: str) -> None:
+    """One line per run: the swept values, then the totals in seconds and bytes."""
+    names = list(rows[0][0]) if rows else []
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(names + ["outcome", "total_time", "downtime", "bytes_total", "iterations",
+                                 "postcopy_faults", "fault_wait_time", "max_throttle_pct"])
+        for params, r in rows:
+            writer.writerow([params[n] for n in names] + [
+                str(r.outcome), r.total_time, r.downtime, r.bytes_total, r.iterations,
+                r.postcopy_faults, r.fault_wait_time, r.max_throttle_pct])
 
 
 def print_result(result: MigrationResult, out: Any = None) -> None:

@@ -161,14 +161,17 @@ def test_cli_table_csv_and_plot(tmp_path, capsys):
 
 
 def test_cli_sweep_prints_one_row_per_value(tmp_path, capsys):
-    png = tmp_path / "s.png"
+    png, table = tmp_path / "s.png", tmp_path / "s.csv"
     assert cli("--memory", "2GiB", "--workload", "uniform", "--wss", "1GiB", "--dirty-rate", "1GiB/s",
                "--sweep", "strategy=precopy,postcopy,autoconverge,cold", "--sweep", "bandwidth=5Gbit/s,10Gbit/s",
-               "--cpu-throttle-initial", "30", "--plot", str(png)) == 0
+               "--cpu-throttle-initial", "30", "--plot", str(png), "--csv", str(table)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["strategy", "bandwidth", "outcome"]
     assert len(lines) == 2 + 8
     assert png.stat().st_size > 1000
+    rows = table.read_text().splitlines()
+    assert rows[0].startswith("strategy,bandwidth,outcome,total_time") and len(rows) == 9
+    assert rows[-1].startswith("cold,10Gbit/s,completed,")
 
 
 def test_cli_rejects_options_of_other_strategies():
