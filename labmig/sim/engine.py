@@ -16,6 +16,8 @@ between syncs). Migration starts with every page pending (the bulk stage).
 A pass sends the pending pages in address order while the workload writes
 into the log; at its end the log is fetched and cleared into ``pending``
 (``core.fetch_and_clear``): that is one iteration (QEMU's dirty-sync-count).
+With ``sync_below`` a pass ends, as in QEMU, once fewer pages than that are
+pending after a slice of sending, and the log is OR-ed into what is left.
 Strategies (labmig.strategies) decide after each sync: switch over, go on,
 throttle, switch to post-copy or give up. Within a pass the guest's writes are
 applied after the pages of the same interval were sent, so a page written
