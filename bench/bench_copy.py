@@ -118,8 +118,9 @@ def measure(sc: Scenario, repeat: int, peers: bool) -> dict[str, float]:
     }
     if peers:
         if shutil.which("rsync"):
+            # --ignore-times: same size and no -t would otherwise let rsync skip the file
             tools["rsync --inplace --no-whole-file"] = lambda: run(
-                ["rsync", "--inplace", "--no-whole-file", str(sc.src), str(sc.dst)])
+                ["rsync", "--inplace", "--no-whole-file", "--ignore-times", str(sc.src), str(sc.dst)])
         tools["cp"] = lambda: run(["cp", str(sc.src), str(sc.dst)])
         if shutil.which("qemu-img"):
             tools["qemu-img convert -n"] = lambda: run(
@@ -138,28 +139,39 @@ def measure(sc: Scenario, repeat: int, peers: bool) -> dict[str, float]:
     return best
 
 
-def memory_probe(directory: Path, size: int) -> tuple[int, int]:
-    """Peak RSS of a child after its imports, and after copying a sparse ``size`` image (bytes)."""
-    src, dst = directory / "mem.src.img", directory / "mem.dst.img"
-    with open(src, "wb") as f:
-        f.truncate(size)
-        for i in range(16):
-            f.seek(i * (size // 16))
-            f.write(os.urandom(BS))
-    dst.unlink(missing_ok=True)
+def child_peak(src: Path, dst: Path) -> tuple[int, int]:
+    """RSS (bytes) of a child process after its imports, and its peak during ``delta_copy(src, dst)``."""
+    # VmHWM is reset after the imports (clear_refs 5), so the peak is the copy's own
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from labmig.blockcopy import delta_copy\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "def kib(key):\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key))\n"
+        "base = kib('VmRSS:')\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
         "delta_copy(sys.argv[1], sys.argv[2])\n"
-        "print(base * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        "print(base * 1024, kib('VmHWM:') * 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(src), str(dst)], check=True,
                          capture_output=True, text=True).stdout
-    src.unlink()
-    dst.unlink()
     base, peak = (int(x) for x in out.split())
     return base, peak
+
+
+def memory_probe(directory: Path, size: int) -> tuple[int, int]:
+    """child_peak of a full copy of a sparse ``size`` image with data scattered through it."""
+    src, dst = directory / "mem.src.img", directory / "mem.dst.img"
+    with open(src, "wb") as f:
+        f.truncate(size)
+        for i in range(64):
+            f.seek(i * (size // 64))
+            f.write(os.urandom(4 << 20))
+    dst.unlink(missing_ok=True)
+    try:
+        return child_peak(src, dst)
+    finally:
+        src.unlink()
+        dst.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     results["ratios"] = ratios
 
     mem = {}
+    rand.dst.unlink()
+    base, peak = child_peak(rand.src, rand.dst)  # every block sent: the data path at its fullest
+    mem["full copy " + args.size] = {"after_imports": base, "peak": peak}
+    print(f"peak RSS of a full copy of the {format_size(size)} random image: {format_size(peak)} "
+          f"(after imports: {format_size(base)}; the copy added {format_size(peak - base)})")
     for text in args.memory_sizes.split(","):
         msize = parse_size(text)
         base, peak = memory_probe(args.dir, msize)

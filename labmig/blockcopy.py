@@ -272,6 +272,7 @@ class LocalDestination:
         self.fd: int | None = None
         self.size = 0
         self.is_device = False
+        self.created = False
 
     def __enter__(self) -> LocalDestination:
         return self
@@ -296,12 +297,14 @@ class LocalDestination:
 
     def open(self, size: int) -> int:
         mark = incomplete_mark(self.path)
-        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if not mark.exists():
+            os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            _fsync_dir(self.path.parent)  # the mark is on disk before the image is touched
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self.created = True
         st = os.fstat(self.fd)
         self.is_device = stat_mod.S_ISBLK(st.st_mode)
         old = _device_size(self.fd) if self.is_device else st.st_size
@@ -311,7 +314,6 @@ class LocalDestination:
                                 "use a device at least as large as the source image")
         elif old != size:
             os.ftruncate(self.fd, size)
-        _fsync_dir(self.path.parent)
         self.size = size
         return old
 
@@ -353,10 +355,11 @@ class LocalDestination:
 
     def finish(self) -> None:
         os.fsync(self._require())  # an fsync error aborts: it is never retried until it "succeeds"
-        mark = incomplete_mark(self.path)
-        if mark.exists():
-            mark.unlink()
-            _fsync_dir(self.path.parent)
+        if self.created:
+            _fsync_dir(self.path.parent)  # the new image's name is durable before the mark goes
+        # Not synced: should the removal be lost in a crash, the image only looks
+        # incomplete, and the next copy verifies it and sends nothing.
+        incomplete_mark(self.path).unlink(missing_ok=True)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -411,6 +414,9 @@ def _check_destination_path(src_st: os.stat_result, dst: Path) -> None:
         dst_st = os.stat(dst)
     except FileNotFoundError:
         return
+    if not (stat_mod.S_ISREG(dst_st.st_mode) or stat_mod.S_ISBLK(dst_st.st_mode)):
+        raise InvalidInput(f"destination {dst} is not a regular file or block device",
+                           "give the path of an image file (created if missing) or a block device")
     if (dst_st.st_dev, dst_st.st_ino) == (src_st.st_dev, src_st.st_ino) or (
             stat_mod.S_ISBLK(dst_st.st_mode) and dst_st.st_rdev == src_st.st_rdev and src_st.st_rdev):
         raise InvalidInput(f"source and destination are the same file ({dst})",

@@ -65,6 +65,14 @@ def test_bad_verify_mode(tmp_path):
         delta_copy(tmp_path / "s", tmp_path / "d", verify="md5")
 
 
+def test_destination_must_be_a_file_or_block_device(tmp_path):
+    (tmp_path / "s").write_bytes(b"x")
+    with pytest.raises(InvalidInput, match="not a regular file"):
+        delta_copy(tmp_path / "s", "/dev/null")
+    with pytest.raises(InvalidInput, match="is a directory"):
+        delta_copy(tmp_path / "s", tmp_path)
+
+
 def test_destination_directory_missing(tmp_path):
     (tmp_path / "s").write_bytes(b"x")
     with pytest.raises(InvalidInput, match="does not exist"):
