@@ -7,7 +7,8 @@ the source disk is intact (bit-identical, or — when the guest booted again fro
 it — identical but for its boot counter, exactly one higher). Then the copy
 itself: a first migration (full copy, the destination empty) against the way
 back (the destination holds the older copy), bytes counted on the ssh pipes, and
-rsync over the same ssh link on the same change as the peer.
+rsync over the same ssh link on the same change as the peer; the link's own
+interface counters give what crossed it with ssh's and TCP's overhead.
 
     python -m bench.bench_cold_crash [--trials 3] [--steps a,b] [--json FILE]
 """
@@ -67,6 +68,16 @@ def rsync_peer(lab, guest) -> dict:
     return {"bytes": sent + recv, "seconds": seconds, "identical": same}
 
 
+def link_bytes(lab) -> int:
+    """Bytes both ways on lab1's end of the inter-host link (ssh, TCP/IP and encryption included)."""
+    from labmig.lab.netns import LINK_DEV
+
+    out = subprocess.run(["ip", "-n", lab.plan.host("lab1").netns, "-s", "-j", "link", "show", LINK_DEV],
+                         capture_output=True, text=True, check=True).stdout
+    stats = json.loads(out)[0]["stats64"]
+    return int(stats["rx"]["bytes"]) + int(stats["tx"]["bytes"])
+
+
 def copy_figures(lab, guest, journal):
     """Full copy vs the way back with 5 changed blocks; rsync on the same change as the peer."""
     os.environ["LABMIG_JOURNAL_DIR"] = journal
@@ -76,8 +87,10 @@ def copy_figures(lab, guest, journal):
         if path.exists():
             path.unlink()
     opts = ColdOptions(shutdown_timeout="1s")
+    link0 = link_bytes(lab)
     with ColdMigration(ColdPlan(GUEST, "lab1", "lab2", opts)) as mig:
         there = mig.run()
+    link_full = link_bytes(lab) - link0
     confirm(GUEST)
     wait_boot(guest, guest.boot_counter("lab2"))
     with open(guest.disk_outside("lab2"), "r+b") as f:
@@ -85,8 +98,10 @@ def copy_figures(lab, guest, journal):
             f.seek((1 << 20) + i * 16 * BLOCK)
             f.write(os.urandom(100))
     peer = rsync_peer(lab, guest)
+    link0 = link_bytes(lab)
     with ColdMigration(ColdPlan(GUEST, "lab2", "lab1", opts)) as mig:
         back = mig.run()
+    link_delta = link_bytes(lab) - link0
     confirm(GUEST)
     wait_boot(guest, guest.boot_counter("lab1"))
     disk = back.extra["disks"][0]
@@ -94,7 +109,8 @@ def copy_figures(lab, guest, journal):
             "delta_bytes": back.bytes_by_phase["disk"], "delta_seconds": back.extra["phases"]["disk"],
             "changed_bytes": disk["blocks_sent"] * BLOCK, "blocks_sent": disk["blocks_sent"],
             "blocks_total": disk["blocks_total"], "rsync_bytes": peer["bytes"], "rsync_seconds": peer["seconds"],
-            "rsync_identical": peer["identical"], "downtime_full": there.downtime, "downtime_delta": back.downtime}
+            "rsync_identical": peer["identical"], "link_full": link_full, "link_delta": link_delta,
+            "downtime_full": there.downtime, "downtime_delta": back.downtime}
 
 
 def main(argv=None) -> int:
@@ -131,6 +147,8 @@ def main(argv=None) -> int:
         print(f"  full copy (destination empty)   {fig['full_bytes']:>10,} B  in {fig['full_seconds']:.2f} s")
         print(f"  way back (destination older)    {fig['delta_bytes']:>10,} B  in {fig['delta_seconds']:.2f} s "
               f"({fig['blocks_sent']} of {fig['blocks_total']} blocks, {fig['changed_bytes']:,} B changed)")
+        print(f"  on the link itself (ssh + TCP/IP, both ways): full {fig['link_full']:,} B, "
+              f"way back {fig['link_delta']:,} B")
         print(f"  ratio way back / full           {fig['delta_bytes'] / fig['full_bytes']:.4f}")
         print(f"  ratio way back / changed blocks {fig['delta_bytes'] / fig['changed_bytes']:.3f}")
         print(f"  peer: rsync --inplace over the same ssh, same change: {fig['rsync_bytes']:,} B "
