@@ -114,16 +114,23 @@ def _hosts(specs: list[str] | None) -> list[Any]:
 
 
 def find_source(vm: str, hosts: list[Any]) -> Any:
-    """The host on which ``vm`` is active."""
+    """The host on which ``vm`` is active; active on two hosts means it is migrating."""
+    from ..errors import PrecheckFailed
     from ..hosts import HostUnreachable
 
+    active = []
     for host in hosts:
         try:
             dom = host.domain(vm)
         except HostUnreachable:
             continue
         if dom is not None and dom.isActive():
-            return host
+            active.append(host)
+    if len(active) == 1:
+        return active[0]
+    if len(active) > 1:
+        raise PrecheckFailed(f"{vm} is active on {' and '.join(h.name for h in active)}: it is already migrating",
+                             f"wait for it, or stop it with `labmig abort {vm}`")
     names = ", ".join(h.name for h in hosts)
     raise InvalidInput(f"unknown VM {vm!r}: it runs on none of {names}",
                        "`labmig status` lists the VMs on each host")
