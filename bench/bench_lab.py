@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         for rate in sorted({r["link"] for r in rows}):
             idle = next(r for r in rows if r["link"] == rate and r["workload"] == "idle")
             for r in rows:
-                if r["link"] == rate and r is not idle and r["outcome"] == "completed" and idle["outcome"] == "completed":
+                both_done = r["outcome"] == idle["outcome"] == "completed"
+                if r["link"] == rate and r is not idle and both_done:
                     print(f"  {rate // MiB} MiB/s: {r['workload']} / idle: total x{r['total'] / idle['total']:.2f},"
                           f" bytes x{r['bytes'] / idle['bytes']:.2f}, passes {r['passes']} vs {idle['passes']}")
         idle = {r["link"]: r for r in rows if r["workload"] == "idle" and r["outcome"] == "completed"}

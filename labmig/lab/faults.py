@@ -122,4 +122,3 @@ def inject(lab, name: str, **kwargs) -> dict:
                            hint=f"it takes: {', '.join(fault.params) or 'nothing'}")
     lab.require_up()
     return fault.fn(lab, **kwargs)
-

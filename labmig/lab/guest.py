@@ -53,7 +53,8 @@ class GuestSpec:
 
     def validate(self) -> None:
         if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,40}$", self.name):
-            raise InvalidInput(f"guest name {self.name!r} is not usable", hint="letters, digits, '-' and '_', starting with a letter")
+            raise InvalidInput(f"guest name {self.name!r} is not usable",
+                               hint="letters, digits, '-' and '_', starting with a letter")
         if not 1 <= self.index <= 200:
             raise InvalidInput(f"guest index {self.index} out of range", hint="use 1..200")
         if self.disk not in DISK_PLACES:
@@ -110,7 +111,8 @@ def domain_xml(plan: LabPlan, spec: GuestSpec, disk: str, console_log: str, doma
     # cache='none' (O_DIRECT): the host page cache is bypassed, so a disk both hosts
     # open stays coherent across a live migration; where O_DIRECT is unavailable the
     # disk falls back to the default cache (fine for copy-storage and cold migration).
-    driver = "<driver name='qemu' type='raw' cache='none' io='native'/>" if direct_io else "<driver name='qemu' type='raw'/>"
+    driver = ("<driver name='qemu' type='raw' cache='none' io='native'/>" if direct_io
+              else "<driver name='qemu' type='raw'/>")
     cpu = "\n  <cpu mode='host-passthrough'/>" if domain_type == "kvm" else ""
     return f"""<domain type='{domain_type}'>
   <name>{escape(spec.name)}</name>

@@ -53,7 +53,8 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
     try:
         proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]} not found", hint="run `labmig lab up` as root so it installs the lab packages") from exc
+        raise LabError(f"{argv[0]} not found",
+                       hint="run `labmig lab up` as root so it installs the lab packages") from exc
     if proc.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-400:]}",
                        hint="check the apt sources and that the lab packages are installed")

@@ -72,4 +72,3 @@ def guest_xml(spec: GuestSpec, lab: str | None = None, accel: str = "kvm", creat
         raise InvalidInput(f"accelerator {accel!r} unknown", hint="kvm or tcg")
     return domain_xml(plan, spec, str(disk), f"/var/log/libvirt/console/{spec.name}.log",
                       "kvm" if accel == "kvm" else "qemu")
-

@@ -54,9 +54,11 @@ class LabHost:
 
     name = property(lambda self: self.plan.name)
     uri = property(lambda self: self.plan.uri, doc="libvirt URI usable from the root namespace")
-    migration_uri = property(lambda self: self.plan.migration_uri, doc="URI the other host's libvirtd reaches this one by")
+    migration_uri = property(lambda self: self.plan.migration_uri,
+                             doc="URI the other host's libvirtd reaches this one by")
     address = property(lambda self: self.plan.link_addr, doc="address on the inter-host link")
-    local_image_dir = property(lambda self: self.plan.local_image_dir, doc="this host's own image dir (path inside the host)")
+    local_image_dir = property(lambda self: self.plan.local_image_dir,
+                               doc="this host's own image dir (path inside the host)")
     local_image_dir_outside = property(lambda self: self.plan.local_image_dir_outside)
     shared_image_dir = property(lambda self: self.lab.plan.shared_dir)
 

@@ -15,6 +15,7 @@ so a stock libvirtd runs there with its default paths, unaware of the other host
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -31,12 +32,14 @@ SWITCH = "sw0"
 LOCAL_DIR_SIZE = os.environ.get("LABMIG_LOCAL_DIR_SIZE", "1g")
 
 
-def run(argv: list[str], check: bool = True, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run(argv: list[str], check: bool = True, input: str | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess:
     log.debug("run %s", " ".join(argv))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout, check=False)
     except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]} not found", hint="run `labmig lab up` as root; it installs the lab packages") from exc
+        raise LabError(f"{argv[0]} not found",
+                       hint="run `labmig lab up` as root; it installs the lab packages") from exc
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"{' '.join(argv[:6])} did not finish in {timeout:.0f} s") from exc
     if check and proc.returncode != 0:
@@ -127,7 +130,8 @@ def _exists(netns: str, dev: str) -> bool:
 def build_network(plan: LabPlan) -> None:
     h1, h2 = plan.hosts
     if not _exists(h1.netns, LINK_DEV):
-        run(["ip", "link", "add", LINK_DEV, "netns", h1.netns, "type", "veth", "peer", "name", LINK_DEV, "netns", h2.netns])
+        run(["ip", "link", "add", LINK_DEV, "netns", h1.netns, "type", "veth",
+             "peer", "name", LINK_DEV, "netns", h2.netns])
     for h in plan.hosts:
         run(["ip", "-n", h.netns, "addr", "replace", f"{h.link_addr}/24", "dev", LINK_DEV])
         run(["ip", "-n", h.netns, "link", "set", LINK_DEV, "up"])
@@ -155,7 +159,8 @@ def shape_link(plan: LabPlan, rate_bps: float | None, latency: float | None = No
     kernel, so a latency request is refused with a clear error when it cannot be honoured.
     """
     if latency:
-        probe = run(["tc", "-n", plan.hosts[0].netns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"], check=False)
+        probe = run(["tc", "-n", plan.hosts[0].netns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+                    check=False)
         if probe.returncode != 0:
             raise LabError("this kernel has no netem, so the link cannot add latency",
                            hint="leave the latency out; only the bandwidth limit (token bucket) is available here")
@@ -165,7 +170,8 @@ def shape_link(plan: LabPlan, rate_bps: float | None, latency: float | None = No
             run(["tc", "-n", h.netns, "qdisc", "del", "dev", LINK_DEV, "root"], check=False)
             continue
         if rate_bps is None:
-            run(["tc", "-n", h.netns, "qdisc", "replace", "dev", LINK_DEV, "root", "netem", "delay", f"{latency * 1000:.3f}ms"])
+            run(["tc", "-n", h.netns, "qdisc", "replace", "dev", LINK_DEV, "root",
+                 "netem", "delay", f"{latency * 1000:.3f}ms"])
             continue
         rate = int(rate_bps)
         burst = max(64 * 1024, rate // 100)
@@ -180,7 +186,6 @@ def shape_link(plan: LabPlan, rate_bps: float | None, latency: float | None = No
 def link_rate(plan: LabPlan) -> int | None:
     """The token-bucket rate in force on the link (bytes/s), or None when unlimited."""
     out = run(["tc", "-n", plan.hosts[0].netns, "-j", "qdisc", "show", "dev", LINK_DEV], check=False).stdout
-    import json
     try:
         for q in json.loads(out or "[]"):
             if q.get("kind") == "tbf":

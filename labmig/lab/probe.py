@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import LabError
 from .plan import GUEST_UDP_PORT, LabPlan
 
 
@@ -66,7 +67,6 @@ class Probe:
         ready, _, _ = select.select([self.proc.stdout], [], [], 10)
         if not ready or not self.proc.stdout.readline():
             self.proc.kill()
-            from ..errors import LabError
             raise LabError("the client probe did not start", hint=(self.proc.stderr.read() or "")[-300:])
         return self
 
