@@ -102,7 +102,7 @@ def test_dirtying_guest_moves_repeatedly_without_memory_errors(lab, guest):
         assert_moved(guest, result, dst)
         assert result.iterations >= 1 and result.timeline
         assert result.bytes_by_phase.get("precopy", 0) > 24 * MiB   # at least the working set went over
-        assert 0 < result.downtime < 1.0
+        assert 0 < result.downtime < 2.0
         gap = result.client_interruption
         assert gap is not None
         # The client cannot see less than the pause (minus one 20 ms probe interval), and the
