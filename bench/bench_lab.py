@@ -102,7 +102,9 @@ def migrations(name: str, rates: list[int], dirty: list[int], timeout: float) ->
     lab.remove_guest(spec.name)
     t0 = time.monotonic()
     guest = lab.create_guest(spec, host="lab1")
-    print(f"guest boot to its ready marker (define + start + boot): {time.monotonic() - t0:.2f} s", flush=True)
+    print(f"guest boot to its ready marker (define + start + boot): {time.monotonic() - t0:.2f} s\n", flush=True)
+    print(f"{'link':>12}  {'workload':<18} {'total':>9} {'downtime':>11} {'memory sent':>13} {'passes':>6}"
+          f" {'client gap':>11} {'memerr':>6}")
     where = "lab1"
     rows = []
     try:
@@ -157,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label:<32} {secs:7.2f} s   x{secs / base:5.2f} of cold   (largest steps, s: {top})")
             print("(guest-build and warm run in worker threads beside the other steps)")
         print("\n== live migration (peer-to-peer, TCG guest 256 MiB, working set 64 MiB) ==")
-        print(f"{'link':>12}  {'workload':<18} {'total':>9} {'downtime':>11} {'memory sent':>13} {'passes':>6}"
-              f" {'client gap':>11} {'memerr':>6}")
         rows = migrations(args.name, [32 * MiB, 128 * MiB], args.dirty, args.timeout)
         print("\nratios (same run):")
         for rate in sorted({r["link"] for r in rows}):
