@@ -165,6 +165,15 @@ def _inputs_key(package: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _prune(builds: Path, keep: Path, count: int = 3) -> None:
+    """Drop all but the newest ``count`` builds (a lab still using an old one has its own copy)."""
+    done = sorted((d for d in builds.iterdir() if (d / "manifest.json").exists()),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in done[count:]:
+        if d != keep:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def build_guest(cache: Path = DEFAULT_CACHE, package: str | None = None) -> GuestImage:
     """Build (or reuse) the guest kernel + initramfs; returns where they are."""
     if not BUSYBOX.exists():
@@ -217,5 +226,6 @@ def build_guest(cache: Path = DEFAULT_CACHE, package: str | None = None) -> Gues
         except OSError:
             if not manifest.exists():  # lost a race with another lab building the same thing: fine
                 raise
+    _prune(cache / "guest", keep=outdir)
     log.info("built lab guest %s (%s)", key, package)
     return GuestImage(outdir / "vmlinuz", outdir / "initrd.img", package, key)

@@ -331,3 +331,27 @@ def test_link_latency_is_applied_or_refused_clearly(lab):
         assert "netem" in out and "tbf" in out
     finally:
         lab.shape_link(None)
+
+
+def test_cli_status_and_fault_against_the_lab(lab):
+    import json
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "labmig", "lab", *args, "--name", lab.name],
+                              capture_output=True, text=True, timeout=60)
+
+    out = cli("status", "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["up"] and set(status["hosts"]) == {"lab1", "lab2"}
+    assert status["hosts"]["lab1"]["uri"] == lab.host("lab1").uri
+    bad = cli("fault", "kill-qemu", "hots=lab1")
+    assert bad.returncode == 2 and "hint" in bad.stderr
+    out = cli("fault", "link-slow", "rate=2MiB/s")
+    try:
+        assert out.returncode == 0, out.stderr
+        assert lab.link_rate == 2 * MiB
+    finally:
+        cli("link", "none")
+    assert lab.link_rate is None

@@ -166,3 +166,20 @@ def test_disk_cache_falls_back_where_direct_io_is_missing(tmp_path):
     assert supports_direct_io(tmp_path / "missing-dir") is False
     assert isinstance(supports_direct_io(tmp_path), bool)
     assert list(tmp_path.iterdir()) == []   # the probe file is not left behind
+
+
+def test_old_guest_builds_are_pruned(tmp_path):
+    import os as _os
+
+    from labmig.lab.guestbuild import _prune
+
+    dirs = []
+    for i in range(5):
+        d = tmp_path / f"b{i}"
+        d.mkdir()
+        (d / "manifest.json").write_text("{}")
+        _os.utime(d, (1000 + i, 1000 + i))
+        dirs.append(d)
+    (tmp_path / "half-built").mkdir()                 # no manifest: another build in progress
+    _prune(tmp_path, keep=dirs[0], count=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b0", "b3", "b4", "half-built"]
