@@ -26,6 +26,9 @@ API for the rest of labmig (root needed)::
     src.outside(path)                 # that path seen from the root namespace
     lab.shared_image_dir              # same path on both hosts
     src.command(argv) / src.run(argv) # run on a host (its netns + mounts); src.ssh_argv("lab2", "ls")
+    src.scp_argv(path, "lab2", path)  # run it with src.run(...): copy a file to the other host over ssh
+    src.libvirtd_pid(); src.qemu_pid("guest1"); src.console_path("guest1"); src.domain_state("guest1")
+    lab.accel                         # "tcg", or "kvm" when a boot probe at up succeeded (LABMIG_ACCEL forces)
     lab.shape_link(32 * 2**20)        # bytes/s, None lifts it; lab.link_rate
     g = lab.create_guest(GuestSpec(name="guest1", dirty_rate=20 * 2**20, wss=64 * 2**20,
                                    disk="shared" or "local"), host="lab1")   # boots, waits for READY
@@ -33,6 +36,7 @@ API for the rest of labmig (root needed)::
     g.console(host)                   # ConsoleLog: .ready .heartbeats .memory_errors .panics .boot_count
     g.set_dirty_rate(n); g.set_working_set(n); g.stat()    # over UDP from the client namespace
     p = g.start_probe(interval=0.02); ...; report = p.stop()   # report.max_gap = client-seen interruption
+    from labmig.lab.guest import netns_socket, heartbeat_socket   # sockets inside the lab's namespaces
     from labmig.lab.faults import FAULTS, inject; inject(lab, "kill-qemu", host="lab1", domain="guest1")
     lab.remove_guest("guest1"); lab.down(); lab.clean()
 
@@ -44,7 +48,10 @@ Notes for migration code:
       directory is real NFS and needs no flag. Copy-storage (``VIR_MIGRATE_NON_SHARED_DISK``)
       migrations of ``disk="local"`` guests need the target file created first on the
       destination (same path, same size).
-    * Guests run under TCG (``type='qemu'``); LABMIG_ACCEL=kvm selects KVM on real hosts.
+    * Guest addresses are 10.78.0.(10+index); the lab's own tests use indexes 20-24, its
+      benchmark 30 (in its own lab), so pick others for long-lived guests.
+    * ``down`` empties the hosts' own image directories (1 GiB tmpfs each, so fill-disk
+      is a real ENOSPC); shared images, definitions and keys stay until ``clean``.
 """
 from .faults import FAULTS, inject
 from .guest import ConsoleLog, GuestSpec, read_boot_counter
