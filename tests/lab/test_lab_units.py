@@ -183,3 +183,18 @@ def test_old_guest_builds_are_pruned(tmp_path):
     (tmp_path / "half-built").mkdir()                 # no manifest: another build in progress
     _prune(tmp_path, keep=dirs[0], count=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b0", "b3", "b4", "half-built"]
+
+
+def test_qemu_7_is_refused_for_tcg_guests(tmp_path, monkeypatch):
+    from labmig.lab.local import _check_qemu
+
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text("#!/bin/sh\necho 'QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.delenv("LABMIG_ACCEL", raising=False)
+    with pytest.raises(LabError, match="corrupts TCG guests") as err:
+        _check_qemu()
+    assert "backports" in err.value.hint
+    fake.write_text("#!/bin/sh\necho 'QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)'\n")
+    _check_qemu()
