@@ -191,7 +191,7 @@ def data_segments(fd: int, offset: int, end: int) -> list[tuple[int, int]]:
 
 
 def digest_range(fd: int, offset: int, length: int, block_size: int, seed: int,
-                 digests_out: np.ndarray, zero_out: np.ndarray | None = None) -> int:
+                 digests_out: np.ndarray, zero_out: np.ndarray | None = None, threads: int = 0) -> int:
     """:func:`core.digest_file` that does not read holes: their blocks get the zero digest.
 
     Same arguments and result (bytes that were there; short at an early EOF).
@@ -204,7 +204,7 @@ def digest_range(fd: int, offset: int, length: int, block_size: int, seed: int,
     size = os.fstat(fd).st_size
     segments = data_segments(fd, offset, end)
     if segments == [(offset, end)] or not stat_mod.S_ISREG(os.fstat(fd).st_mode):
-        return core.digest_file(fd, offset, length, bs, seed, digests_out, zero_out)
+        return core.digest_file(fd, offset, length, bs, seed, digests_out, zero_out, threads)
     there = max(0, min(end, size) - offset)
     full = there // bs  # whole blocks that exist; a short last block is always read
     # block ranges to read: data segments widened to whole blocks
@@ -229,7 +229,7 @@ def digest_range(fd: int, offset: int, length: int, block_size: int, seed: int,
     for a, b in merged:
         start, ln = offset + a * bs, min((b - a) * bs, end - offset - a * bs)
         sub_zero = core.new_bitmap(b - a) if zero_out is not None else None
-        got = core.digest_file(fd, start, ln, bs, seed, digests_out[a:b], sub_zero)
+        got = core.digest_file(fd, start, ln, bs, seed, digests_out[a:b], sub_zero, threads)
         if sub_zero is not None and zero_out is not None:
             idx = np.empty(b - a, dtype=np.int64)
             count, _ = core.find_set_bits(sub_zero, b - a, 0, idx)
@@ -266,8 +266,9 @@ def _device_size(fd: int) -> int:
 class LocalDestination:
     """A regular file or block device on this host, behind the destination interface."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
         self.path = Path(path)
+        self.threads = threads  # hashing threads (0 = every core)
         self.name = str(path)
         self.fd: int | None = None
         self.size = 0
@@ -328,7 +329,7 @@ class LocalDestination:
         n = (length + block_size - 1) // block_size
         out = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
         if n:
-            got = digest_range(fd, offset, length, block_size, seed, out)
+            got = digest_range(fd, offset, length, block_size, seed, out, threads=self.threads)
             if got != length:
                 raise CopyError(f"{self.name} ended at {offset + got:,} bytes, expected {offset + length:,}",
                                 "something else is changing the destination; stop it and run again")
@@ -434,6 +435,7 @@ class _Sender:
                  stats: CopyStats, verify: str) -> None:
         self.src_path, self.fd, self.size, self.dst = src_path, fd, size, dst
         self.bs, self.stats, self.verify = block_size, stats, verify
+        self.src_threads = 0  # hashing threads for the source (0 = every core)
         self.seed = secrets.randbits(64)
         self.image_digest = xxhash.xxh3_128(seed=self.seed)
         self.buf = bytearray(max(MAX_EXTENT, block_size))
@@ -445,16 +447,33 @@ class _Sender:
     def run_window(self, offset: int, length: int) -> None:
         bs = self.bs
         n = (length + bs - 1) // bs
+        # The destination digests its side while the source is digested here, as a
+        # remote one would on its own host; a local one gets one core, the source the other.
+        reply: dict[str, Any] = {}
+
+        def fetch() -> None:
+            try:
+                reply["raw"] = self.dst.digests(offset, length, bs, self.seed)
+            except BaseException as exc:  # handed to this thread below
+                reply["err"] = exc
+
+        fetcher = threading.Thread(target=fetch, name="labmig-digests")
         self.wire(REQUEST_BYTES)
-        raw = self.dst.digests(offset, length, bs, self.seed)
+        fetcher.start()
+        ours = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
+        zero = core.new_bitmap(n)
+        try:
+            got = digest_range(self.fd, offset, length, bs, self.seed, ours, zero, threads=self.src_threads)
+        finally:
+            fetcher.join()
+        if "err" in reply:
+            raise reply["err"]
+        raw = reply["raw"]
         self.wire(len(raw))
         if len(raw) != n * DIGEST_BYTES:
             raise CopyError(f"{self.dst.name} sent {len(raw)} bytes of digests for {n} blocks",
                             "both sides must run the same labmig version")
         theirs = np.frombuffer(raw, dtype="<u8").astype(np.uint64, copy=False).reshape(n, core.DIGEST_WORDS)
-        ours = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
-        zero = core.new_bitmap(n)
-        got = digest_range(self.fd, offset, length, bs, self.seed, ours, zero)
         if got != length:
             raise SourceChanged(f"source {self.src_path} ended at {offset + got:,} bytes while it was copied "
                                 f"(it had {self.size:,})",
@@ -581,18 +600,20 @@ def delta_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str] | Destin
         if isinstance(dst, (str, os.PathLike)):
             dst_path = Path(dst)
             _check_destination_path(src_st, dst_path)
-            with LocalDestination(dst_path) as local:
-                return _copy(src_path, fd, src_st, size, local, bs, verify, progress)
+            # both files are digested at once, on one core each
+            with LocalDestination(dst_path, threads=1) as local:
+                return _copy(src_path, fd, src_st, size, local, bs, verify, progress, src_threads=1)
         return _copy(src_path, fd, src_st, size, dst, bs, verify, progress)
     finally:
         os.close(fd)
 
 
 def _copy(src_path: Path, fd: int, src_st: os.stat_result, size: int, dst: Destination, bs: int,
-          verify: str, progress: ProgressFn | None) -> CopyStats:
+          verify: str, progress: ProgressFn | None, src_threads: int = 0) -> CopyStats:
     stats = CopyStats(source=str(src_path), destination=dst.name, size=size, block_size=bs, verify=verify)
     started = time.perf_counter()
     sender = _Sender(src_path, fd, size, dst, bs, stats, verify)
+    sender.src_threads = src_threads
     try:
         sender.wire(REQUEST_BYTES)
         stats.old_size = dst.open(size)
