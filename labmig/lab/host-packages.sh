@@ -9,16 +9,20 @@
 #
 #   bash host-packages.sh            install what is missing
 #   bash host-packages.sh --check    exit 1 (and list them) when something is missing
+#   bash host-packages.sh --print-backports   print the backports source it would add
 set -euo pipefail
 
 CHECK_ONLY=0
+PRINT_BACKPORTS=0
 [[ ${1:-} == --check ]] && CHECK_ONLY=1
+[[ ${1:-} == --print-backports ]] && PRINT_BACKPORTS=1
+APT_DIR=${LABMIG_APT_DIR:-/etc/apt}
 
 # shellcheck source=/dev/null
 . /etc/os-release
 CODENAME=${VERSION_CODENAME:-bookworm}
 BACKPORTS="${CODENAME}-backports"
-BACKPORTS_LIST=/etc/apt/sources.list.d/labmig-backports.sources
+BACKPORTS_LIST=$APT_DIR/sources.list.d/labmig-backports.sources
 
 # From backports: QEMU (the emulator and qemu-img).
 QEMU_PACKAGES=(qemu-system-x86 qemu-utils)
@@ -57,28 +61,30 @@ fi
 need_user=0
 getent passwd libvirt-qemu >/dev/null || need_user=1
 
-if ((${#missing[@]} == 0 && ${#qemu_missing[@]} == 0 && need_user == 0)); then
+if ((!PRINT_BACKPORTS && ${#missing[@]} == 0 && ${#qemu_missing[@]} == 0 && need_user == 0)); then
     exit 0
 fi
 if ((CHECK_ONLY)); then
     echo "missing: ${missing[*]} ${qemu_missing[*]}$( ((need_user)) && echo ' user:libvirt-qemu')"
     exit 1
 fi
-if [[ $(id -u) -ne 0 ]]; then
+if ((!PRINT_BACKPORTS)) && [[ $(id -u) -ne 0 ]]; then
     echo "labmig lab: missing Debian packages: ${missing[*]} ${qemu_missing[*]}" >&2
     echo "  hint: run as root (sudo labmig lab up, or sudo make setup)" >&2
     exit 1
 fi
 
 add_backports() {
-    [[ -e $BACKPORTS_LIST ]] && return 0
-    if grep -rqs -- "$BACKPORTS" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    if ((!PRINT_BACKPORTS)); then
+        [[ -e $BACKPORTS_LIST ]] && return 0
+    fi
+    if ((!PRINT_BACKPORTS)) && grep -rqs -- "$BACKPORTS" "$APT_DIR/sources.list" "$APT_DIR/sources.list.d/"; then
         return 0
     fi
     local uri="" keyring=""
     # deb822 sources: the stanza whose Suites include the release itself.
     local f
-    for f in /etc/apt/sources.list.d/*.sources; do
+    for f in "$APT_DIR"/sources.list.d/*.sources; do
         [[ -e $f ]] || continue
         uri=$(awk -v c="$CODENAME" '
             BEGIN { RS = ""; FS = "\n" }
@@ -101,24 +107,36 @@ add_backports() {
     done
     # One-line sources.list format.
     if [[ -z $uri ]]; then
-        uri=$(grep -hsE "^deb[[:space:]].*[[:space:]]${CODENAME}[[:space:]]" /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-            | grep -v security | sed -E 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?//' | awk '{print $1; exit}')
+        keyring=$(grep -hsE "^deb[[:space:]].*[[:space:]]${CODENAME}[[:space:]]" "$APT_DIR/sources.list" "$APT_DIR"/sources.list.d/*.list \
+            | grep -v security | grep -oE 'signed-by=[^] ]+' | head -n1 | cut -d= -f2 || true)
+        uri=$(grep -hsE "^deb[[:space:]].*[[:space:]]${CODENAME}[[:space:]]" "$APT_DIR/sources.list" "$APT_DIR"/sources.list.d/*.list \
+            | grep -v security | sed -E 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?//' | awk '{print $1; exit}' || true)
     fi
     if [[ -z $uri ]]; then
         echo "labmig lab: no Debian apt source for '$CODENAME' found to derive '$BACKPORTS' from" >&2
         echo "  hint: add the $BACKPORTS suite to your apt sources, then run this again" >&2
         exit 1
     fi
-    echo "labmig lab: adding $BACKPORTS from $uri"
+    local target=$BACKPORTS_LIST
+    if ((PRINT_BACKPORTS)); then
+        target=/dev/stdout
+    else
+        echo "labmig lab: adding $BACKPORTS from $uri"
+    fi
     {
         echo "Types: deb"
         echo "URIs: $uri"
         echo "Suites: $BACKPORTS"
         echo "Components: main"
-        [[ -n $keyring ]] && echo "Signed-By: $keyring"
-    } >"$BACKPORTS_LIST"
+        if [[ -n $keyring ]]; then echo "Signed-By: $keyring"; fi
+    } >"$target"
     apt_update_needed=1
 }
+
+if ((PRINT_BACKPORTS)); then
+    add_backports
+    exit 0
+fi
 
 apt_get() {
     # Another apt run may hold the lock for a while; wait for it rather than fail.

@@ -109,3 +109,43 @@ def test_host_setup_writes_the_local_lab_settings_and_the_guest(tmp_path):
         assert (plan.shared_dir / "vg.img").exists()
     finally:
         shutil.rmtree(plan.state_dir, ignore_errors=True)
+
+
+HOST_PACKAGES = ROOT / "labmig" / "lab" / "host-packages.sh"
+
+
+def _backports_for(apt_dir):
+    import os
+    env = {**os.environ, "LABMIG_APT_DIR": str(apt_dir)}
+    return subprocess.run(["bash", str(HOST_PACKAGES), "--print-backports"], capture_output=True, text=True, env=env)
+
+
+def test_backports_source_is_derived_from_a_deb822_source(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n")
+    out = _backports_for(tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "URIs: http://mirror.example/debian\n" in out.stdout
+    assert "Suites: bookworm-backports" in out.stdout
+    assert "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" in out.stdout
+
+
+def test_backports_source_is_derived_from_a_one_line_source(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text(
+        "deb http://security.example/debian-security bookworm-security main\n"
+        "deb [signed-by=/etc/apt/keyrings/d.gpg] http://mirror.example/debian bookworm main contrib\n")
+    out = _backports_for(tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "URIs: http://mirror.example/debian\n" in out.stdout
+    assert "Signed-By: /etc/apt/keyrings/d.gpg" in out.stdout
+
+
+def test_no_debian_source_is_a_clear_error(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    out = _backports_for(tmp_path)
+    assert out.returncode == 1
+    assert "no Debian apt source" in out.stderr and "hint" in out.stderr
