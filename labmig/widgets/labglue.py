@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from typing import Any, Callable
 
 from ..errors import InvalidInput, LabError
@@ -24,7 +25,7 @@ from ..units import format_rate, parse_rate, parse_size
 
 log = logging.getLogger(__name__)
 
-GUEST_INDEX = 70          # the panel's guest address: 10.78.0.(10 + index) on the lab's bridge
+GUEST_INDEX_BASE = 100    # panel guests get addresses 10.78.0.(110..209) on the lab's bridge
 PAGE = 4096               # the lab guest counts dirtied 4 KiB pages
 COLD_SHUTDOWN_TIMEOUT = "10s"
 # What fits a TCG guest on one machine; the panel starts from these on the lab.
@@ -61,7 +62,8 @@ def _guest(lab: Any, params: Any) -> Any:
         return lab.guest(params.vm)
     except InvalidInput:
         pass
-    spec = GuestSpec(name=params.vm, index=GUEST_INDEX, memory=parse_size(params.memory),
+    index = GUEST_INDEX_BASE + zlib.crc32(params.vm.encode()) % 100  # one address per guest name
+    spec = GuestSpec(name=params.vm, index=index, memory=parse_size(params.memory),
                      wss=parse_size(params.working_set), dirty_rate=int(parse_rate(params.dirty_rate)),
                      disk="shared" if params.shared_storage else "local")
     spec.validate()

@@ -33,6 +33,9 @@ def timeline_figure(points: Sequence[TimelinePoint], title: str = "", width: flo
 
     ``start_bytes`` (the VM's memory, say) draws what was left at t = 0, before the first sample.
     """
+    # libvirt's first polls may come before QEMU has counted anything: nothing to draw yet.
+    first = next((i for i, p in enumerate(points) if p.remaining_bytes or p.bytes_sent_total), len(points))
+    points = list(points[first:])
     fig = Figure(figsize=(width, 4.6))
     ax_left, ax_rate, ax_throttle = fig.subplots(3, 1, sharex=True,
                                                  gridspec_kw={"height_ratios": [2, 1.6, 1]})
