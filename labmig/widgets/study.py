@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -142,10 +142,17 @@ def copy_race(size: str | int = "64MiB", changed: float = 0.01, block_size: int 
             ("labmig delta copy", None, ""),
             ("numpy block compare", numpy_blocks, format_size(len(hit) * block_size)),
         ]
+        rsync_literal: list[int] = []
+
+        def rsync() -> None:
+            # -I: never skip on equal size and mtime (stale and source can share a second).
+            out = subprocess.run(["rsync", "--inplace", "--no-whole-file", "-I", "--stats", str(src), str(dst)],
+                                 check=True, capture_output=True, text=True).stdout
+            match = re.search(r"Literal data: ([\d,.]+)", out)
+            rsync_literal.append(int(match.group(1).replace(",", "").replace(".", "")) if match else -1)
+
         if shutil.which("rsync"):
-            tools.append(("rsync --inplace --no-whole-file",
-                          lambda: subprocess.run(["rsync", "--inplace", "--no-whole-file", str(src), str(dst)],
-                                                 check=True), "(rsync's own delta)"))
+            tools.append(("rsync --inplace --no-whole-file -I", rsync, ""))
         for name, fn, wire in tools:
             fresh()
             if fn is None:
@@ -155,6 +162,8 @@ def copy_race(size: str | int = "64MiB", changed: float = 0.01, block_size: int 
                 wire = format_size(stats.bytes_on_wire)
             else:
                 seconds = _timed(fn)
+                if fn is rsync and rsync_literal and rsync_literal[-1] >= 0:
+                    wire = format_size(rsync_literal[-1])
             assert dst.read_bytes() == src.read_bytes(), f"{name} left a different image"
             rows.append([name, f"{seconds * 1000:.1f} ms", wire])
         base = float(rows[0][1].split()[0])
