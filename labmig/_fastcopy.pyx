@@ -173,6 +173,45 @@ cdef extern from *:
         return k;
     }
 
+    /* find_set over two halves at once, for long sparse walks: the first half
+       writes straight into out, the second into a per-thread buffer appended
+       afterwards if the first half finished. Worth it only when the whole range
+       will be walked without filling out: a sample of its density decides. */
+    #define LM_PAR_BUF 65536
+    static __thread uint64_t *lm_par_buf = NULL;
+    static int64_t lm_find_set_par(const uint64_t *bm, int64_t nbits, int64_t start,
+                                   uint64_t *out, int64_t cap, int64_t *next, int nthreads) {
+    #ifdef _OPENMP
+        int64_t w0 = start >> 6, nw = (nbits + 63) >> 6, span = nw - w0;
+        if (nthreads >= 2 && span >= (1 << 16) && cap > 0) {
+            int64_t mid_w = w0 + span / 2, sample = 0;
+            for (int64_t i = 0; i < 512; i++)
+                sample += __builtin_popcountll(bm[w0 + i]) + __builtin_popcountll(bm[mid_w + i]);
+            /* expected set bits in the range, from 1024 sampled words */
+            if ((double)sample / 1024.0 * (double)span < 0.5 * (double)cap) {
+                if (!lm_par_buf) lm_par_buf = (uint64_t *)malloc(LM_PAR_BUF * sizeof(uint64_t));
+                if (lm_par_buf) {
+                    int64_t mid = mid_w << 6, k1 = 0, k2 = 0, n1 = 0, n2 = 0;
+                    uint64_t *buf = lm_par_buf;
+                    #pragma omp parallel sections num_threads(2)
+                    {
+                        #pragma omp section
+                        k1 = lm_find_set(bm, mid, start, out, cap, &n1);
+                        #pragma omp section
+                        k2 = lm_find_set(bm, nbits, mid, buf, LM_PAR_BUF, &n2);
+                    }
+                    if (n1 < mid) { *next = n1; return k1; }
+                    int64_t take = k2 < cap - k1 ? k2 : cap - k1;
+                    memcpy(out + k1, buf, (size_t)take * sizeof(uint64_t));
+                    *next = take < k2 ? (int64_t)buf[take] : n2;
+                    return k1 + take;
+                }
+            }
+        }
+    #endif
+        return lm_find_set(bm, nbits, start, out, cap, next);
+    }
+
     static int lm_threads(int want) {
     #ifdef _OPENMP
         if (want <= 0) want = omp_get_num_procs();
@@ -271,6 +310,8 @@ cdef extern from *:
     int64_t lm_skip_zero_words(const uint64_t *bm, int64_t i, int64_t nw) nogil
     int64_t lm_find_set(const uint64_t *bm, int64_t nbits, int64_t start,
                         uint64_t *out, int64_t cap, int64_t *next) nogil
+    int64_t lm_find_set_par(const uint64_t *bm, int64_t nbits, int64_t start,
+                            uint64_t *out, int64_t cap, int64_t *next, int nthreads) nogil
     int lm_ctz(uint64_t w) nogil
     int lm_threads(int want) nogil
     void lm_digest_buffer(const unsigned char *buf, int64_t len, int64_t bs, uint64_t seed,
@@ -357,8 +398,9 @@ def find_set_bits(bitmap, nbits, start, out):
     cdef uint64_t dummy = 0
     if pos >= n:
         return 0, nbits
+    cdef int nt = lm_threads(0)
     with nogil:
-        k = lm_find_set(&bm[0], n, pos, &o[0] if cap else &dummy, cap, &nxt)
+        k = lm_find_set_par(&bm[0], n, pos, &o[0] if cap else &dummy, cap, &nxt, nt)
     return int(k), int(nxt)
 
 

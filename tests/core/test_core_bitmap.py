@@ -181,3 +181,28 @@ def test_read_only_bitmap_is_refused_for_writes():
     with pytest.raises(InvalidInput):
         core.set_bits(a, np.array([1], np.int64))
     assert core.popcount(a, 64) == 0  # reading is fine
+
+
+@pytest.mark.parametrize("where", ["both-halves", "first-half", "second-half", "none", "around-middle"])
+@pytest.mark.parametrize("cap", [1, 3, 1000, 1 << 17])
+def test_long_sparse_walks(where, cap):
+    """Maps long enough for the compiled core to split the walk over two threads."""
+    nbits = (1 << 23) + 77
+    rng = np.random.default_rng(len(where) * 31 + cap)
+    lo, hi = {"both-halves": (0, nbits), "first-half": (0, nbits // 3), "second-half": (nbits // 2 + 64, nbits),
+              "none": (0, 0), "around-middle": (nbits // 2 - 200, nbits // 2 + 200)}[where]
+    idx = np.unique(rng.integers(lo, hi, 300)) if hi > lo else np.zeros(0, np.int64)
+    a = core.new_bitmap(nbits)
+    core.set_bits(a, idx.astype(np.int64))
+    for start in (0, 5, nbits // 2 - 100):
+        expected = idx[idx >= start]
+        got, pos = [], start
+        while pos < nbits:
+            out = np.empty(cap, np.int64)
+            n, nxt = core.find_set_bits(a, nbits, pos, out)
+            t_out = np.empty(cap, np.int64)
+            assert twin.find_set_bits(a, nbits, pos, t_out) == (n, nxt)
+            assert (t_out[:n] == out[:n]).all()
+            got.append(out[:n].copy())
+            pos = nxt
+        assert (np.concatenate(got) == expected).all()
