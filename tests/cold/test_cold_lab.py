@@ -165,11 +165,19 @@ def test_helper_refusals_over_ssh(lab, tmp_path):
     assert outside.read_bytes() == b"keep"
 
 
+@pytest.fixture(scope="module")
+def crash_guest(lab):
+    """One guest for every crash trial: each trial leaves it running on lab1 again."""
+    g = make_guest(lab, "coldk", 65)
+    yield g
+    lab.remove_guest("coldk")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("step", CRASH_POINTS)
-def test_killed_at_each_step_then_recover(lab, guest, journal, step):
+def test_killed_at_each_step_then_recover(lab, crash_guest, tmp_path, step):
     for _ in range(2):
-        result = crash_trial(lab, guest, step, str(journal))
+        result = crash_trial(lab, crash_guest, step, str(tmp_path / "journal"))
         assert result.ok, result
         assert result.ended_on == ("lab2" if step == "guest-up" else "lab1")
 
