@@ -170,6 +170,8 @@ class MigrationPanel:
     def _on_run(self, event: str, run: Run) -> None:
         with self._lock:
             if event == "start":
+                # On the lab the run goes from where the VM really is: show that.
+                self.source.value, self.destination.value = run.params.source, run.params.destination
                 self.migrate_button.disabled = True
                 self.abort_button.disabled = False
                 self.result.value = ""
