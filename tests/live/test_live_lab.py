@@ -320,3 +320,27 @@ def test_nova_completion_timeout_forces_completion(lab, guest, postcopy, switch)
     assert switch in kinds and "abort" not in kinds, kinds
     assert "not done after" in next(e.message for e in result.events if e.kind == switch)
     assert_moved(guest, result, dst)
+
+
+@pytest.mark.parametrize("options, strategy", [({"compression": "xbzrle"}, "compression"),
+                                               ({"parallel_connections": 2}, "compression")])
+def test_compression_and_multifd_channels(lab, guest, options, strategy):
+    src = guest.running_on()
+    result = migrate(guest, src, other(src), **options)
+    assert result.strategy == strategy
+    assert_moved(guest, result, other(src))
+
+
+def test_multifd_compression_refused_where_libvirt_lacks_it(lab, guest):
+    src = guest.running_on()
+    conn = lab.host(src).connect()
+    try:
+        version = conn.getLibVersion()
+    finally:
+        conn.close()
+    if version >= 9_001_000:
+        pytest.skip(f"libvirt {version} may know zstd; the refusal is for 9.0")
+    proc = labmig_cli("migrate", "live", guest.name, "--to", other(src), "--compression", "zstd",
+                      "--parallel-connections", "2", lab=lab)
+    assert proc.returncode == 3 and "does not know zstd" in proc.stderr and "hint:" in proc.stderr
+    assert guest.where() == {src: "running"}
