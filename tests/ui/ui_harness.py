@@ -34,6 +34,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, so a killed run leaves no server."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class JupyterLabServer:
     """`jupyter lab` for one test session, serving a copy of ``notebooks`` from ``workdir``."""
 
@@ -76,7 +84,7 @@ class JupyterLabServer:
         ]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=self.root)
+                                     start_new_session=True, cwd=self.root, preexec_fn=_die_with_parent)
         try:
             self._wait_ready(timeout=90)
         except BaseException:
