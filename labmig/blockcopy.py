@@ -15,14 +15,18 @@ How a copy goes (the sender owns the source; the destination may be remote):
    is a hole).
 2. Window by window (a bounded number of blocks, so memory stays bounded
    whatever the image size): ``dst.digests(offset, length, block_size, seed)``
-   returns one XXH3-128 digest per block; the sender digests the same source
-   range with the same per-transfer random seed (a guest cannot plant matching
+   returns one XXH3-128 digest per block (the call runs in a second thread, so
+   both sides hash at once); the sender digests the same source range with the
+   same per-transfer random seed (a guest cannot plant matching
    blocks in advance), compares, and sends the changed blocks as extents:
    ``dst.write(offset, data)`` for data and ``dst.zero(offset, length)`` for
    blocks that are all zero in the source (a hole where the file system allows).
    Each source block sent is hashed again as it is read and must still match its
-   digest, so a source written to during the copy is reported
-   (:class:`~labmig.errors.SourceChanged`), never copied half-old.
+   digest, and a regular source file's size and times must not have moved, so a
+   source written to during the copy is reported
+   (:class:`~labmig.errors.SourceChanged`), never copied half-old. (For a block
+   device source only the blocks sent are re-checked; ``verify="full"`` or
+   ``"sha256"`` re-reads it whole.)
 3. Verify, by ``verify``:
    ``"fast"``  the destination re-digests every extent it was sent (read back
                from the image) and each must equal the source's digest; the
@@ -47,6 +51,7 @@ on another host; the sender counts those bytes as ``bytes_on_wire``:
     verify(algo) -> str           hex digest of the first ``size`` bytes, algo
                                   "xxh3-128" or "sha256", read from the image
     finish() -> None              fsync; only then drop the incomplete mark
+                                  (if the copy fails, finish is never called)
     close() -> None
     name: str                     for messages
 
