@@ -136,12 +136,19 @@ cdef extern from *:
                 if (cnt >= 16 && k + cnt + 8 <= cap) {
                     /* dense word: a byte at a time, 8 positions widened and stored at once */
                     uint64_t *p = out + k;
+                    /* per-byte bit counts, then their running sums (byte i of
+                       prefix = bits in bytes 0..i): every store's place is known
+                       at once instead of waiting on the one before */
+                    uint64_t c = w - ((w >> 1) & 0x5555555555555555ULL);
+                    c = (c & 0x3333333333333333ULL) + ((c >> 2) & 0x3333333333333333ULL);
+                    c = (c + (c >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+                    uint64_t prefix = c * 0x0101010101010101ULL;
                     for (int by = 0; by < 8; by++) {
                         unsigned b = (unsigned)(w >> (8 * by)) & 0xff;
+                        unsigned at = by ? (unsigned)(prefix >> (8 * (by - 1))) & 0xff : 0;
                         __m512i pos = _mm512_cvtepu8_epi64(_mm_cvtsi64_si128((long long)lm_byte_pos[b]));
                         pos = _mm512_add_epi64(pos, _mm512_set1_epi64((long long)(base + 8 * by)));
-                        _mm512_storeu_si512((void *)p, pos);
-                        p += __builtin_popcount(b);
+                        _mm512_storeu_si512((void *)(p + at), pos);
                     }
                     k += cnt;
                 } else
