@@ -40,6 +40,9 @@ cdef extern from *:
     #include <immintrin.h>
     #endif
 
+    #ifndef LM_COMPRESS_MIN
+    #define LM_COMPRESS_MIN 1
+    #endif
     /* lm_byte_pos[b]: the positions of the set bits of byte b, one per byte, packed. */
     static uint64_t lm_byte_pos[256];
     static void lm_init_tables(void) {
@@ -132,7 +135,30 @@ cdef extern from *:
             if (w) {
                 int cnt = __builtin_popcountll(w);
                 uint64_t base = (uint64_t)i << 6;
-    #if defined(__AVX512F__)
+    #if defined(__AVX512VBMI2__) && defined(__AVX512BW__)
+                if (cnt >= LM_COMPRESS_MIN && k + cnt + 8 <= cap) {
+                    /* the positions of the set bits packed as bytes in one
+                       instruction, then widened and stored eight at a time:
+                       ceil(cnt / 8) full stores and no branch per bit */
+                    const __m512i iota = _mm512_set_epi8(
+                        63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48,
+                        47, 46, 45, 44, 43, 42, 41, 40, 39, 38, 37, 36, 35, 34, 33, 32,
+                        31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                        15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+                    __m512i packed = _mm512_maskz_compress_epi8((__mmask64)w, iota);
+                    __m512i vbase = _mm512_set1_epi64((long long)base);
+                    __m512i sel = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+                    const __m512i eight = _mm512_set1_epi64(8);
+                    uint64_t *p = out + k;
+                    for (int j = 0; j < cnt; j += 8) {
+                        /* qword lane l takes byte j + l of packed, zero-extended */
+                        __m512i q = _mm512_maskz_permutexvar_epi8(0x0101010101010101ULL, sel, packed);
+                        _mm512_storeu_si512((void *)(p + j), _mm512_add_epi64(q, vbase));
+                        sel = _mm512_add_epi64(sel, eight);
+                    }
+                    k += cnt;
+                } else
+    #elif defined(__AVX512F__)
                 if (cnt >= 16 && k + cnt + 8 <= cap) {
                     /* dense word: a byte at a time, 8 positions widened and stored at once */
                     uint64_t *p = out + k;
@@ -180,22 +206,27 @@ cdef extern from *:
         return k;
     }
 
-    /* find_set over two halves at once, for long sparse walks: the first half
-       writes straight into out, the second into a per-thread buffer appended
-       afterwards if the first half finished. Worth it only when the whole range
-       will be walked without filling out: a sample of its density decides. */
+    /* find_set on two threads. Two shapes, chosen from a sample of the density:
+       - sparse, the whole range will not fill out: the range is cut in halves;
+         the first half writes straight into out, the second into a per-thread
+         buffer appended afterwards if the first half finished;
+       - dense, out will fill: a popcount pass finds the word where half of out
+         is reached; the first thread fills out up to there, the second the rest
+         of out from that word on. */
     #define LM_PAR_BUF 65536
+    #define LM_PAR_DENSE_MIN_CAP 8192
     static __thread uint64_t *lm_par_buf = NULL;
     static int64_t lm_find_set_par(const uint64_t *bm, int64_t nbits, int64_t start,
                                    uint64_t *out, int64_t cap, int64_t *next, int nthreads) {
     #ifdef _OPENMP
         int64_t w0 = start >> 6, nw = (nbits + 63) >> 6, span = nw - w0;
-        if (nthreads >= 2 && span >= (1 << 16) && cap > 0) {
-            int64_t mid_w = w0 + span / 2, sample = 0;
-            for (int64_t i = 0; i < 512; i++)
+        if (nthreads >= 2 && span >= (1 << 11) && cap > 0) {
+            int64_t sample_words = span >= (1 << 16) ? 512 : 64, sample = 0;
+            int64_t mid_w = w0 + span / 2;
+            for (int64_t i = 0; i < sample_words; i++)
                 sample += __builtin_popcountll(bm[w0 + i]) + __builtin_popcountll(bm[mid_w + i]);
-            /* expected set bits in the range, from 1024 sampled words */
-            if ((double)sample / 1024.0 * (double)span < 0.5 * (double)cap) {
+            double per_word = (double)sample / (2.0 * (double)sample_words);
+            if (span >= (1 << 16) && per_word * (double)span < 0.5 * (double)cap) {
                 if (!lm_par_buf) lm_par_buf = (uint64_t *)malloc(LM_PAR_BUF * sizeof(uint64_t));
                 if (lm_par_buf) {
                     int64_t mid = mid_w << 6, k1 = 0, k2 = 0, n1 = 0, n2 = 0;
@@ -212,6 +243,30 @@ cdef extern from *:
                     memcpy(out + k1, buf, (size_t)take * sizeof(uint64_t));
                     *next = take < k2 ? (int64_t)buf[take] : n2;
                     return k1 + take;
+                }
+            } else if (cap >= LM_PAR_DENSE_MIN_CAP && per_word >= 1.0) {
+                /* count whole words from start until half of out is reached */
+                uint64_t tail = (nbits & 63) ? ((1ULL << (nbits & 63)) - 1) : ~0ULL;
+                int64_t half = cap / 2, c1 = 0, i = w0;
+                uint64_t w = bm[i] & (~0ULL << (start & 63));
+                for (;;) {
+                    if (i == nw - 1) w &= tail;
+                    c1 += __builtin_popcountll(w);
+                    i++;
+                    if (c1 >= half || i >= nw) break;
+                    w = bm[i];
+                }
+                if (i < nw && c1 < cap) {
+                    int64_t split = i << 6, k2 = 0, n1 = 0, n2 = 0;
+                    #pragma omp parallel sections num_threads(2)
+                    {
+                        #pragma omp section
+                        lm_find_set(bm, split, start, out, c1, &n1);
+                        #pragma omp section
+                        k2 = lm_find_set(bm, nbits, split, out + c1, cap - c1, &n2);
+                    }
+                    *next = n2;
+                    return c1 + k2;
                 }
             }
         }

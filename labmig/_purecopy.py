@@ -60,19 +60,23 @@ def _check_pair(a: np.ndarray, b: np.ndarray, an: str, bn: str) -> None:
                            "both bitmaps must have the same length")
 
 
+_INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.uint64))
+_U64 = np.dtype(np.uint64)
+
+
 def _check_index_out(out: object, name: str) -> np.ndarray:
     if (not isinstance(out, np.ndarray) or out.ndim != 1
-            or out.dtype not in (np.dtype(np.int64), np.dtype(np.uint64))):
+            or out.dtype not in _INDEX_DTYPES):
         raise InvalidInput(f"{name} must be a 1-D int64 or uint64 array, got {_describe(out)}",
                            "preallocate it with np.empty(n, dtype=np.int64)")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise InvalidInput(f"{name} must be contiguous and writable", "preallocate it with np.empty(n, dtype=np.int64)")
-    return out.view(np.uint64)
+    return out if out.dtype is _U64 else out.view(_U64)
 
 
 def _check_indices(bitmap: np.ndarray, indices: object) -> np.ndarray:
     if (not isinstance(indices, np.ndarray) or indices.ndim != 1
-            or indices.dtype not in (np.dtype(np.int64), np.dtype(np.uint64))):
+            or indices.dtype not in _INDEX_DTYPES):
         raise InvalidInput(f"indices must be a 1-D int64 or uint64 array, got {_describe(indices)}",
                            "pass np.asarray(list_of_positions, dtype=np.int64)")
     if indices.size:

@@ -206,3 +206,38 @@ def test_long_sparse_walks(where, cap):
             got.append(out[:n].copy())
             pos = nxt
         assert (np.concatenate(got) == expected).all()
+
+
+@st.composite
+def long_patchy_bitmaps(draw):
+    """Maps long enough for the two-thread dense walk: segments of mixed density."""
+    nbits = draw(st.integers(1 << 17, 1 << 19))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    densities = draw(st.lists(st.sampled_from([0.0, 0.001, 0.1, 0.5, 0.9, 1.0]), min_size=1, max_size=8))
+    cuts = sorted(rng.integers(0, nbits, len(densities) - 1))
+    bits = np.zeros(nbits, dtype=bool)
+    for density, lo, hi in zip(densities, [0, *cuts], [*cuts, nbits]):
+        bits[lo:hi] = rng.random(hi - lo) < density
+    words = np.zeros((nbits + 63) // 64 + draw(st.integers(0, 1)), dtype=np.uint64)
+    packed = np.packbits(bits, bitorder="little")
+    words.view(np.uint8)[:packed.size] = packed
+    return words, nbits, np.flatnonzero(bits)
+
+
+@settings(max_examples=60, deadline=None)
+@given(long_patchy_bitmaps(), st.sampled_from([8191, 8192, 8193, 65537, 1 << 20]), st.integers(0, 1 << 19))
+def test_long_dense_walks(bm, cap, start):
+    """Every set bit listed once, in order, whatever chunk size; the same as the twin's."""
+    words, nbits, ref = bm
+    start = min(start, nbits)
+    got, pos = [], start
+    while pos < nbits:
+        out = np.full(cap, -1, np.int64)
+        n, nxt = core.find_set_bits(words, nbits, pos, out)
+        t_out = np.empty(cap, np.int64)
+        assert twin.find_set_bits(words, nbits, pos, t_out) == (n, nxt)
+        assert (t_out[:n] == out[:n]).all()
+        assert n == cap or nxt == nbits
+        got.append(out[:n].copy())
+        pos = nxt
+    assert np.array_equal(np.concatenate(got) if got else np.zeros(0, np.int64), ref[ref >= start])
