@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     changed = len(rand.changed) * BS
     bound = changed + 16 * stats.blocks_total
     print(f"bytes on the wire: {stats.bytes_on_wire:,} = changed {changed:,} + digests {16 * stats.blocks_total:,} "
-          f"+ {stats.bytes_on_wire - bound:,} of headers and read-back digests "
-          f"({(stats.bytes_on_wire - bound) / len(rand.changed):.0f} B per changed block)")
+          f"+ {stats.bytes_on_wire - bound:,} of request and extent headers and checks "
+          f"({stats.extents:,} extents, {(stats.bytes_on_wire - bound) / max(stats.extents, 1):.1f} B per extent)")
     results["wire"] = {"bytes_on_wire": stats.bytes_on_wire, "changed_bytes": changed, "bound": bound,
                        "blocks": stats.blocks_total, "changed_blocks": len(rand.changed)}
 

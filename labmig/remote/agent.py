@@ -11,6 +11,9 @@ through :class:`~labmig.remote.paths.ImagePolicy` first; files are opened with
     digests path block_size seed [offset length]   per-block XXH3-128 (payload)
     write path offset + payload pwrite one extent
     zero path offset length     deallocate (or write zeros where holes are not possible)
+    written_digest path block_size seed
+                                one digest of what was written or zeroed since open or
+                                the last call, read back (blockcopy.WrittenRanges)
     finish path                 fsync, then drop the incomplete mark
     close path                  forget the open file
     verify path [algo]          digest of the whole file (xxh3-128 or sha256)
@@ -35,7 +38,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import LabmigError
-from ..blockcopy import incomplete_mark
+from ..blockcopy import WrittenRanges, incomplete_mark
 from .paths import ImagePolicy, PathRefused
 from .protocol import read_frame, write_frame
 
@@ -49,6 +52,7 @@ class Agent:
     def __init__(self, policy: ImagePolicy) -> None:
         self.policy = policy
         self.fds: dict[Path, int] = {}
+        self.written: dict[Path, WrittenRanges] = {}
 
     # -- helpers ----------------------------------------------------------------
     def _fd(self, name: str, create: bool = False) -> tuple[Path, int]:
@@ -68,6 +72,7 @@ class Agent:
 
     def _close(self, path: Path) -> None:
         fd = self.fds.pop(path, None)
+        self.written.pop(path, None)
         if fd is not None:
             os.close(fd)
 
@@ -98,6 +103,7 @@ class Agent:
         os.fsync(fd)
         os.close(fd)
         _, fd = self._fd(req["path"], create=True)
+        self.written[path] = WrittenRanges()
         old = os.fstat(fd).st_size
         if old != size:
             os.ftruncate(fd, size)
@@ -119,9 +125,13 @@ class Agent:
             core.digest_file(fd, offset, length, bs, int(req["seed"]), out)
         return {"nblocks": nblocks, "length": length}, out.astype("<u8", copy=False).tobytes()
 
+    def _written(self, path: Path) -> WrittenRanges:
+        return self.written.setdefault(path, WrittenRanges())
+
     def op_write(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        _, fd = self._fd(req["path"])
+        path, fd = self._fd(req["path"])
         offset = int(req["offset"])
+        self._written(path).add(offset, len(data))
         view = memoryview(data)
         while view:
             n = os.pwrite(fd, view, offset)
@@ -131,14 +141,19 @@ class Agent:
     def op_zero(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         from .. import core
 
-        _, fd = self._fd(req["path"])
+        path, fd = self._fd(req["path"])
         offset, length = int(req["offset"]), int(req["length"])
+        self._written(path).add(offset, length)
         if not core.punch_hole(fd, offset, length):
             zeros = bytes(min(length, READ_CHUNK))
             end = offset + length
             while offset < end:
                 offset += os.pwrite(fd, zeros[: end - offset], offset)
         return {}, b""
+
+    def op_written_digest(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+        path, fd = self._fd(req["path"])
+        return {}, self._written(path).digest(fd, int(req["block_size"]), int(req["seed"]))
 
     def op_finish(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         path, fd = self._fd(req["path"])

@@ -45,6 +45,9 @@ class SshDestination:
     def zero(self, offset: int, length: int) -> None:
         self.agent.call("zero", path=self.path, offset=int(offset), length=int(length))
 
+    def written_digest(self, block_size: int, seed: int) -> bytes:
+        return self.agent.call("written_digest", path=self.path, block_size=int(block_size), seed=int(seed))[1]
+
     def verify(self, algo: str) -> str:
         return str(self.agent.call("verify", path=self.path, algo=algo)[0]["digest"])
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from labmig.blockcopy import LocalDestination, delta_copy, is_incomplete
-from labmig.errors import CopyError, InvalidInput, SourceChanged
+from labmig.errors import CopyError, InvalidInput, SourceChanged, VerifyFailed
 
 BS = 4096
 
@@ -124,6 +124,36 @@ def test_source_written_during_copy_is_reported(tmp_path, at_changed_block):
         delta_copy(src, WritesToSource(dst, src, "after-digests", at), block_size=BS)
     assert "changed" in str(info.value) or "modified" in str(info.value)
     assert is_incomplete(dst), "a destination copied from a changing source must not look complete"
+
+
+class LosesOneWrite(LocalDestination):
+    """Storage that acknowledges a write but keeps the old bytes (a lost write)."""
+
+    def __init__(self, path, lost_offset: int) -> None:
+        super().__init__(path)
+        self.lost_offset = lost_offset
+
+    def write(self, offset, data):
+        if offset <= self.lost_offset < offset + len(data):
+            self.written.add(offset, len(data))  # acknowledged, never stored
+            return
+        super().write(offset, data)
+
+
+def test_fast_verify_catches_a_lost_write_and_names_it(tmp_path):
+    rng = random.Random(9)
+    src, dst = tmp_path / "s", tmp_path / "d"
+    data = bytearray(rng.randbytes(40 * BS))
+    dst.write_bytes(data)
+    for b in (3, 17, 30):
+        data[b * BS:(b + 1) * BS] = rng.randbytes(BS)
+    src.write_bytes(data)
+    with pytest.raises(VerifyFailed) as info:
+        delta_copy(src, LosesOneWrite(dst, 17 * BS), block_size=BS, verify="fast")
+    assert f"{17 * BS:,}" in str(info.value)
+    assert is_incomplete(dst)
+    stats = delta_copy(src, dst, block_size=BS)  # a rerun sends what is still different
+    assert stats.blocks_sent == 1 and dst.read_bytes() == bytes(data)
 
 
 class FailingFinish(LocalDestination):

@@ -223,8 +223,19 @@ def test_rerun_after_success_sends_nothing(workdir):
     assert again.bytes_on_wire == 38 * DIGEST_BYTES + requests * REQUEST_BYTES
 
 
-def test_wire_bytes_are_changed_bytes_plus_digests(workdir):
-    rng = random.Random(5)
+def leb128(value):
+    """Unsigned LEB128 bytes, written out the long way."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_wire_bytes_are_changed_bytes_plus_digests(workdir, seed):
+    rng = random.Random(seed)
     src = bytearray(rng.randbytes(200 * BS))
     (workdir / "d").write_bytes(src)
     changed = sorted(rng.sample(range(200), 9))
@@ -233,9 +244,23 @@ def test_wire_bytes_are_changed_bytes_plus_digests(workdir):
     (workdir / "s").write_bytes(src)
     stats = delta_copy(workdir / "s", workdir / "d", block_size=BS)
     assert stats.blocks_sent == 9 and stats.bytes_sent == 9 * BS
-    # changed bytes + 16 per block, plus per extent: a header and (fast verify) its read-back digests
-    bound = 9 * BS + 200 * DIGEST_BYTES + stats.extents * (2 * REQUEST_BYTES) + 9 * DIGEST_BYTES + 3 * REQUEST_BYTES
-    assert stats.bytes_on_wire == bound
+    assert (workdir / "d").read_bytes() == bytes(src)
+    # extents: runs of adjacent changed blocks; each header is gap<<1 and length as varints
+    runs = []
+    for b in changed:
+        if runs and runs[-1][0] + runs[-1][1] == b:
+            runs[-1][1] += 1
+        else:
+            runs.append([b, 1])
+    headers, end = 0, 0
+    for first, n in runs:
+        headers += len(leb128((first - end) << 1)) + len(leb128(n))
+        end = first + n
+    assert stats.extents == len(runs)
+    # requests: open, the window's digests, its extent stream, its check, finish; the check's answer
+    overhead = 5 * REQUEST_BYTES + DIGEST_BYTES + headers
+    assert stats.bytes_on_wire == 9 * BS + 200 * DIGEST_BYTES + overhead
+    assert headers <= 3 * len(runs)
 
 
 def test_destination_stays_sparse(workdir):
