@@ -112,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     sent = answered = 0
     seen: set[int] = set()
     next_send = time.monotonic()
+    parent = os.getppid()
     print("ready", flush=True)
     while not stop:
+        if os.getppid() != parent:  # whoever started the probe is gone: nobody will stop it
+            break
         now_m = time.monotonic()
         if now_m >= next_send:
             try:
