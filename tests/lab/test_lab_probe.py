@@ -11,7 +11,8 @@ def test_probe_stops_when_whoever_started_it_dies(tmp_path):
     starter = (
         "import os, subprocess, sys\n"
         "p = subprocess.Popen([sys.executable, '-m', 'labmig.lab.probe', '--target', '127.0.0.1', '--port', '9',\n"
-        f"                      '--interval', '0.01', '--out', {str(out)!r}], stdout=subprocess.PIPE)\n"
+        f"                      '--interval', '0.01', '--out', {str(out)!r}], stdout=subprocess.PIPE,\n"
+        "                     stderr=subprocess.DEVNULL)\n"
         "p.stdout.readline()\n"
         "print(p.pid, flush=True)\n"
         "os._exit(0)\n"
