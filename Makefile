@@ -19,7 +19,7 @@ $(STAMPS)/system: scripts/install-system-packages.sh labmig/lab/host-packages.sh
 	bash scripts/install-system-packages.sh
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/venv: $(STAMPS)/system pyproject.toml setup.py labmig/_fastcopy.pyx
+$(STAMPS)/venv: $(STAMPS)/system pyproject.toml setup.py labmig/_fastcopy.pyx labmig/_fastcopy_c.h
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,lab,ui]'

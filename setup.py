@@ -20,6 +20,7 @@ extensions = [
     Extension(
         "labmig._fastcopy",
         ["labmig/_fastcopy.pyx"],
+        depends=["labmig/_fastcopy_c.h"],
         extra_compile_args=cflags,
         extra_link_args=["-fopenmp"],
     )

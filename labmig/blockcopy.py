@@ -2,12 +2,12 @@
 
     delta_copy(src, dst, block_size=64 KiB, verify="fast", progress=None) -> CopyStats
     Destination        the interface a destination implements (below)
-    LocalDestination   a regular file or block device on this host
     CopyStats          what a copy did: blocks matched / sent / zero, bytes on the wire, time
-    incomplete_mark(path), is_incomplete(path)   the "not yet verified" sidecar
-    WrittenRanges      what a destination wrote since its last check, read back to verify it
-    digest_range(fd, ...)   core.digest_file that skips holes (their blocks get the zero digest)
-    stream_digest(fd, size, algo)   whole-image XXH3-128 / SHA-256, the same on both sides
+    check_block_size, extent_header_bytes   a block size checked; an extent's wire header size
+
+The local side of it (LocalDestination, the incomplete mark, digests that skip
+holes, read-back of what was written) is in :mod:`labmig.blockio`; its names
+are importable from here too.
 
 How a copy goes (the sender owns the source; the destination may be remote):
 
@@ -27,7 +27,8 @@ How a copy goes (the sender owns the source; the destination may be remote):
    source written to during the copy is reported
    (:class:`~labmig.errors.SourceChanged`), never copied half-old. (For a block
    device source only the blocks sent are re-checked; ``verify="full"`` or
-   ``"sha256"`` re-reads it whole.)
+   ``"sha256"`` re-reads it whole.) A destination with ``concurrent = True``
+   (a local one) has the next window digested while this one is sent.
 3. Verify, by ``verify``:
    ``"fast"``  after each window the destination reads back every extent it was
                sent and answers one 16-byte digest of their block digests
@@ -36,7 +37,9 @@ How a copy goes (the sender owns the source; the destination may be remote):
                the image's block digests.
    ``"full"``  both sides hash the whole image again (XXH3-128, streamed).
    ``"sha256"`` both sides hash the whole image again with SHA-256.
-4. ``dst.finish()``: fsync, then drop the incomplete mark. An interrupted copy
+4. ``dst.finish()``: fsync, then drop the incomplete mark. (A local destination
+   starts writing extents out as they come, ``sync_file_range`` in a background
+   thread, so the fsync finds little left to do.) An interrupted copy
    keeps its mark; a rerun digests again and sends only what still differs.
 
 The destination interface — everything crossing it is plain ``bytes``, ``int``,
@@ -77,8 +80,8 @@ Errors a destination raises should be :class:`~labmig.errors.CopyError` (or
 """
 from __future__ import annotations
 
+import concurrent.futures
 import errno
-import hashlib
 import logging
 import os
 import secrets
@@ -94,8 +97,14 @@ import numpy as np
 import xxhash
 
 from . import core
+from .blockio import (LocalDestination, WrittenRanges, _device_size, data_segments, digest_range,
+                      incomplete_mark, is_incomplete, start_writeback, stream_digest)
 from .errors import CopyError, InvalidInput, SourceChanged, VerifyFailed
 from .units import format_rate, format_size, parse_size
+
+__all__ = ["DEFAULT_BLOCK", "VERIFY_MODES", "CopyStats", "Destination", "LocalDestination", "WrittenRanges",
+           "check_block_size", "data_segments", "delta_copy", "digest_range", "extent_header_bytes",
+           "incomplete_mark", "is_incomplete", "start_writeback", "stream_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +114,6 @@ WINDOW_BYTES = 512 << 20      # image bytes digested per round trip
 MAX_EXTENT = 8 << 20          # largest data extent read and sent at once
 REQUEST_BYTES = 16            # wire cost of a request header (op, offset, length)
 DIGEST_BYTES = 16             # wire cost of one block digest
-_READ_CHUNK = 4 << 20
 
 ProgressFn = Callable[[int, int], None]
 
@@ -117,16 +125,6 @@ def check_block_size(value: int | str) -> int:
         raise InvalidInput(f"block size {value!r} is not a power of two between 4 KiB and 16 MiB",
                            "use e.g. --block-size 64KiB (the default), 4KiB or 1MiB")
     return size
-
-
-def incomplete_mark(path: str | os.PathLike[str]) -> Path:
-    """The sidecar that says an image is being written and not yet verified."""
-    p = Path(path)
-    return p.with_name(f".{p.name}.incomplete")
-
-
-def is_incomplete(path: str | os.PathLike[str]) -> bool:
-    return incomplete_mark(path).exists()
 
 
 @dataclass
@@ -191,28 +189,6 @@ class Destination(Protocol):
     def close(self) -> None: ...
 
 
-def data_segments(fd: int, offset: int, end: int) -> list[tuple[int, int]]:
-    """Byte ranges of [offset, end) that may hold data; holes (SEEK_HOLE) left out.
-
-    Where the file system or device cannot tell, the whole range is data.
-    """
-    segments: list[tuple[int, int]] = []
-    pos = offset
-    while pos < end:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no data past pos
-                break
-            return [(offset, end)]
-        if start >= end:
-            break
-        stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
-        segments.append((start, stop))
-        pos = stop
-    return segments
-
-
 def varint_size(value: int) -> int:
     """Bytes of ``value`` as an unsigned LEB128 varint."""
     return max(1, (value.bit_length() + 6) // 7)
@@ -221,236 +197,6 @@ def varint_size(value: int) -> int:
 def extent_header_bytes(gap_blocks: int, nblocks: int, is_zero: bool) -> int:
     """Wire size of one extent's header in a window's extent stream (see the module docstring)."""
     return varint_size(gap_blocks << 1 | int(is_zero)) + varint_size(nblocks)
-
-
-class WrittenRanges:
-    """The ranges a destination wrote or zeroed since its last check, in order.
-
-    :meth:`digest` reads them back from the image and folds their block digests
-    into one XXH3-128 seeded like the transfer; the sender folds its own digests
-    of the same blocks in the same order, so one 16-byte answer verifies them all.
-    """
-
-    def __init__(self) -> None:
-        self.ranges: list[tuple[int, int]] = []
-
-    def add(self, offset: int, length: int) -> None:
-        self.ranges.append((offset, length))
-
-    def clear(self) -> None:
-        self.ranges.clear()
-
-    def digest(self, fd: int, block_size: int, seed: int) -> bytes:
-        folded = xxhash.xxh3_128(seed=seed)
-        for offset, length in self.ranges:
-            n = (length + block_size - 1) // block_size
-            out = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
-            if n:
-                digest_range(fd, offset, length, block_size, seed, out, threads=1)
-            folded.update(out.astype("<u8", copy=False).tobytes())
-        self.ranges.clear()
-        return folded.digest()
-
-
-def digest_range(fd: int, offset: int, length: int, block_size: int, seed: int,
-                 digests_out: np.ndarray, zero_out: np.ndarray | None = None, threads: int = 0) -> int:
-    """:func:`core.digest_file` that does not read holes: their blocks get the zero digest.
-
-    Same arguments and result (bytes that were there; short at an early EOF).
-    """
-    bs = block_size
-    end = offset + length
-    n = (length + bs - 1) // bs
-    if n == 0:
-        return 0
-    size = os.fstat(fd).st_size
-    segments = data_segments(fd, offset, end)
-    if segments == [(offset, end)] or not stat_mod.S_ISREG(os.fstat(fd).st_mode):
-        return core.digest_file(fd, offset, length, bs, seed, digests_out, zero_out, threads)
-    there = max(0, min(end, size) - offset)
-    full = there // bs  # whole blocks that exist; a short last block is always read
-    # block ranges to read: data segments widened to whole blocks
-    wanted = [((a - offset) // bs, min(n, (b - offset + bs - 1) // bs)) for a, b in segments]
-    if there % bs:
-        wanted.append((full, full + 1))
-    merged: list[list[int]] = []
-    for a, b in sorted(wanted):
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    # every whole block outside those ranges is a hole: the zero digest, no read
-    holes = np.ones(full, dtype=bool)
-    for a, b in merged:
-        holes[a:b] = False
-    hole_idx = np.flatnonzero(holes)
-    lo, hi = core.zero_digest(bs, seed)
-    digests_out[hole_idx, 0], digests_out[hole_idx, 1] = lo, hi
-    if zero_out is not None and hole_idx.size:
-        core.set_bits(zero_out, hole_idx.astype(np.int64))
-    for a, b in merged:
-        start, ln = offset + a * bs, min((b - a) * bs, end - offset - a * bs)
-        sub_zero = core.new_bitmap(b - a) if zero_out is not None else None
-        got = core.digest_file(fd, start, ln, bs, seed, digests_out[a:b], sub_zero, threads)
-        if sub_zero is not None and zero_out is not None:
-            idx = np.empty(b - a, dtype=np.int64)
-            count, _ = core.find_set_bits(sub_zero, b - a, 0, idx)
-            core.set_bits(zero_out, idx[:count] + a)
-        if got < ln:
-            return start + got - offset
-    return there
-
-
-def stream_digest(fd: int, size: int, algo: str) -> str:
-    """Hex digest of the first ``size`` bytes of ``fd``; the same on both sides of a copy."""
-    if algo == "sha256":
-        h: Any = hashlib.sha256()
-    elif algo == "xxh3-128":
-        h = xxhash.xxh3_128()
-    else:
-        raise InvalidInput(f"unknown digest {algo!r}", "use xxh3-128 or sha256")
-    buf = bytearray(_READ_CHUNK)
-    view = memoryview(buf)
-    offset = 0
-    while offset < size:
-        n = os.preadv(fd, [view[:min(_READ_CHUNK, size - offset)]], offset)
-        if n <= 0:
-            break
-        h.update(view[:n])
-        offset += n
-    return h.hexdigest()
-
-
-def _device_size(fd: int) -> int:
-    return os.lseek(fd, 0, os.SEEK_END)
-
-
-class LocalDestination:
-    """A regular file or block device on this host, behind the destination interface."""
-
-    def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
-        self.path = Path(path)
-        self.threads = threads  # hashing threads (0 = every core)
-        self.name = str(path)
-        self.fd: int | None = None
-        self.size = 0
-        self.is_device = False
-        self.created = False
-        self.written = WrittenRanges()
-
-    def __enter__(self) -> LocalDestination:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def stat(self) -> dict[str, Any]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return {"exists": False, "size": 0, "incomplete": False, "free": _free(self.path.parent)}
-        size = st.st_size
-        if stat_mod.S_ISBLK(st.st_mode):
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                size = _device_size(fd)
-            finally:
-                os.close(fd)
-        return {"exists": True, "size": size, "incomplete": is_incomplete(self.path),
-                "free": _free(self.path.parent)}
-
-    def open(self, size: int) -> int:
-        mark = incomplete_mark(self.path)
-        if not mark.exists():
-            os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            _fsync_dir(self.path.parent)  # the mark is on disk before the image is touched
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            self.created = True
-        st = os.fstat(self.fd)
-        self.is_device = stat_mod.S_ISBLK(st.st_mode)
-        old = _device_size(self.fd) if self.is_device else st.st_size
-        if self.is_device:
-            if old < size:
-                raise CopyError(f"block device {self.name} holds {old:,} bytes, the image needs {size:,}",
-                                "use a device at least as large as the source image")
-        elif old != size:
-            os.ftruncate(self.fd, size)
-        self.size = size
-        self.written.clear()
-        return old
-
-    def _require(self) -> int:
-        if self.fd is None:
-            raise CopyError(f"{self.name} is not open", "call open(size) first")
-        return self.fd
-
-    def digests(self, offset: int, length: int, block_size: int, seed: int) -> bytes:
-        fd = self._require()
-        length = max(0, min(length, self.size - offset))
-        n = (length + block_size - 1) // block_size
-        out = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
-        if n:
-            got = digest_range(fd, offset, length, block_size, seed, out, threads=self.threads)
-            if got != length:
-                raise CopyError(f"{self.name} ended at {offset + got:,} bytes, expected {offset + length:,}",
-                                "something else is changing the destination; stop it and run again")
-        return out.astype("<u8", copy=False).tobytes()
-
-    def write(self, offset: int, data: bytes | memoryview) -> None:
-        fd = self._require()
-        view = memoryview(data).cast("B")
-        self.written.add(offset, len(view))
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view, offset = view[n:], offset + n
-
-    def zero(self, offset: int, length: int) -> None:
-        fd = self._require()
-        self.written.add(offset, length)
-        if not self.is_device and core.punch_hole(fd, offset, length):
-            return
-        zeros = bytes(min(length, _READ_CHUNK))
-        end = offset + length
-        while offset < end:
-            offset += os.pwrite(fd, zeros[:end - offset], offset)
-
-    def written_digest(self, block_size: int, seed: int) -> bytes:
-        return self.written.digest(self._require(), block_size, seed)
-
-    def verify(self, algo: str) -> str:
-        return stream_digest(self._require(), self.size, algo)
-
-    def finish(self) -> None:
-        os.fsync(self._require())  # an fsync error aborts: it is never retried until it "succeeds"
-        if self.created:
-            _fsync_dir(self.path.parent)  # the new image's name is durable before the mark goes
-        # Not synced: should the removal be lost in a crash, the image only looks
-        # incomplete, and the next copy verifies it and sends nothing.
-        incomplete_mark(self.path).unlink(missing_ok=True)
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def _free(directory: Path) -> int:
-    try:
-        st = os.statvfs(directory)
-    except OSError:
-        return 0
-    return st.f_bavail * st.f_frsize
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- the sender
@@ -497,6 +243,16 @@ def _unchanged(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) == (b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino)
 
 
+@dataclass
+class _Digested:
+    """One window's digests: the source's, its zero blocks, the destination's raw reply."""
+
+    ours: np.ndarray
+    zero: np.ndarray
+    raw: bytes
+    got: int  # source bytes that were there
+
+
 class _Sender:
     """One copy in progress: source side state, the window loop and the wire count."""
 
@@ -516,7 +272,8 @@ class _Sender:
     def wire(self, n: int) -> None:
         self.stats.bytes_on_wire += n
 
-    def run_window(self, offset: int, length: int) -> None:
+    def digest_window(self, offset: int, length: int) -> _Digested:
+        """Both sides' digests of one window, computed at once (maybe ahead, in another thread)."""
         bs = self.bs
         n = (length + bs - 1) // bs
         # The destination digests its side while the source is digested here, as a
@@ -530,7 +287,6 @@ class _Sender:
                 reply["err"] = exc
 
         fetcher = threading.Thread(target=fetch, name="labmig-digests")
-        self.wire(REQUEST_BYTES)
         fetcher.start()
         ours = np.zeros((n, core.DIGEST_WORDS), dtype=np.uint64)
         zero = core.new_bitmap(n)
@@ -540,8 +296,14 @@ class _Sender:
             fetcher.join()
         if "err" in reply:
             raise reply["err"]
-        raw = reply["raw"]
-        self.wire(len(raw))
+        return _Digested(ours, zero, reply["raw"], got)
+
+    def run_window(self, offset: int, length: int, digested: _Digested) -> None:
+        """Compare one window's digests (from :meth:`digest_window`) and send what differs."""
+        bs = self.bs
+        n = (length + bs - 1) // bs
+        ours, zero, raw, got = digested.ours, digested.zero, digested.raw, digested.got
+        self.wire(REQUEST_BYTES + len(raw))
         if len(raw) != n * DIGEST_BYTES:
             raise CopyError(f"{self.dst.name} sent {len(raw)} bytes of digests for {n} blocks",
                             "both sides must run the same labmig version")
@@ -709,10 +471,8 @@ def _copy(src_path: Path, fd: int, src_st: os.stat_result, size: int, dst: Desti
         sender.wire(REQUEST_BYTES)
         stats.old_size = dst.open(size)
         window = max(bs, WINDOW_BYTES // bs * bs)
-        for offset in range(0, size, window):
-            sender.run_window(offset, min(window, size - offset))
-            if progress:
-                progress(min(offset + window, size), size)
+        windows = [(offset, min(window, size - offset)) for offset in range(0, size, window)]
+        _run_windows(sender, windows, getattr(dst, "concurrent", False), progress)
         if stat_mod.S_ISREG(src_st.st_mode) and not _unchanged(src_st, os.fstat(fd)):
             raise SourceChanged(f"source {src_path} was modified while it was copied",
                                 "stop whatever writes the image (shut the VM down), then copy again")
@@ -730,6 +490,26 @@ def _copy(src_path: Path, fd: int, src_st: os.stat_result, size: int, dst: Desti
     log.info("copied %s to %s: %d of %d blocks sent, %d zeroed", src_path, dst.name,
              stats.blocks_sent, stats.blocks_total, stats.blocks_zero)
     return stats
+
+
+def _run_windows(sender: _Sender, windows: list[tuple[int, int]], ahead: bool,
+                 progress: ProgressFn | None) -> None:
+    """Every window in turn; with ``ahead``, the next window is digested while this one is sent."""
+    size = windows[-1][0] + windows[-1][1] if windows else 0
+    pending: concurrent.futures.Future[_Digested] | None = None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="labmig-ahead") as pool:
+        try:
+            for i, (offset, length) in enumerate(windows):
+                digested = pending.result() if pending else sender.digest_window(offset, length)
+                pending = None
+                if ahead and i + 1 < len(windows):
+                    pending = pool.submit(sender.digest_window, *windows[i + 1])
+                sender.run_window(offset, length, digested)
+                if progress:
+                    progress(offset + length, size)
+        finally:
+            if pending is not None:  # never leave it reading after the copy has ended
+                concurrent.futures.wait([pending])
 
 
 def _io_error(exc: OSError, name: str) -> CopyError:

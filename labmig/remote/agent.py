@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import LabmigError
-from ..blockcopy import WrittenRanges, incomplete_mark
+from ..blockio import WrittenRanges, incomplete_mark
 from .paths import ImagePolicy, PathRefused
 from .protocol import read_frame, write_frame
 
@@ -143,7 +143,7 @@ class Agent:
 
         path, fd = self._fd(req["path"])
         offset, length = int(req["offset"]), int(req["length"])
-        self._written(path).add(offset, length)
+        self._written(path).add(offset, length, zeroed=True)
         if not core.punch_hole(fd, offset, length):
             zeros = bytes(min(length, READ_CHUNK))
             end = offset + length

@@ -182,8 +182,13 @@ class FailingDestination(LocalDestination):
         super().finish()
 
 
-def test_interrupted_copies_then_rerun_end_identical_and_verified(workdir):
-    rng = random.Random(77)
+@pytest.mark.parametrize("window_blocks", [None, 2])
+def test_interrupted_copies_then_rerun_end_identical_and_verified(workdir, monkeypatch, window_blocks):
+    """Interrupted at any operation, then rerun; with two-block windows the next window's
+    digests are asked while the current one is written, so interruptions land there too."""
+    if window_blocks:
+        monkeypatch.setattr(blockcopy, "WINDOW_BYTES", window_blocks * BS)
+    rng = random.Random(77 + (window_blocks or 0))
     src_p, dst_p = workdir / "src.img", workdir / "dst.img"
     interrupted = 0
     for i in range(INTERRUPTIONS):
