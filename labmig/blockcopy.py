@@ -29,12 +29,12 @@ How a copy goes (the sender owns the source; the destination may be remote):
    device source only the blocks sent are re-checked; ``verify="full"`` or
    ``"sha256"`` re-reads it whole.) A destination with ``concurrent = True``
    (a local one) has the next window digested while this one is sent.
-3. Verify, by ``verify``:
-   ``"fast"``  after each window the destination reads back every extent it was
-               sent and answers one 16-byte digest of their block digests
-               (``dst.written_digest``), which must equal the source's; the
-               other blocks already matched in step 2. The result is a digest of
-               the image's block digests.
+3. Verify. After each window with changes the destination reads back every
+   extent it was sent and answers one 16-byte digest of their block digests
+   (``dst.written_digest``), which must equal the source's (this also lets the
+   destination forget the window's extents); the other blocks already matched
+   in step 2. Then, by ``verify``:
+   ``"fast"``  nothing more; the result is a digest of the image's block digests.
    ``"full"``  both sides hash the whole image again (XXH3-128, streamed).
    ``"sha256"`` both sides hash the whole image again with SHA-256.
 4. ``dst.finish()``: fsync, then drop the incomplete mark. (A local destination
@@ -257,9 +257,9 @@ class _Sender:
     """One copy in progress: source side state, the window loop and the wire count."""
 
     def __init__(self, src_path: Path, fd: int, size: int, dst: Destination, block_size: int,
-                 stats: CopyStats, verify: str) -> None:
+                 stats: CopyStats) -> None:
         self.src_path, self.fd, self.size, self.dst = src_path, fd, size, dst
-        self.bs, self.stats, self.verify = block_size, stats, verify
+        self.bs, self.stats = block_size, stats
         self.src_threads = 0  # hashing threads for the source (0 = every core)
         self.seed = secrets.randbits(64)
         self.image_digest = xxhash.xxh3_128(seed=self.seed)
@@ -326,8 +326,7 @@ class _Sender:
             self._send_runs(offset, n, zero_changed, ours, is_zero=True)
             self.last_end_block = 0
             self._send_runs(offset, n, changed, ours, is_zero=False)
-            if self.verify == "fast":
-                self.verify_written()
+            self.verify_written()
             self.written.clear()
             self.written_folded.reset()
 
@@ -465,7 +464,7 @@ def _copy(src_path: Path, fd: int, src_st: os.stat_result, size: int, dst: Desti
           verify: str, progress: ProgressFn | None, src_threads: int = 0) -> CopyStats:
     stats = CopyStats(source=str(src_path), destination=dst.name, size=size, block_size=bs, verify=verify)
     started = time.perf_counter()
-    sender = _Sender(src_path, fd, size, dst, bs, stats, verify)
+    sender = _Sender(src_path, fd, size, dst, bs, stats)
     sender.src_threads = src_threads
     try:
         sender.wire(REQUEST_BYTES)
@@ -476,7 +475,7 @@ def _copy(src_path: Path, fd: int, src_st: os.stat_result, size: int, dst: Desti
         if stat_mod.S_ISREG(src_st.st_mode) and not _unchanged(src_st, os.fstat(fd)):
             raise SourceChanged(f"source {src_path} was modified while it was copied",
                                 "stop whatever writes the image (shut the VM down), then copy again")
-        if verify == "fast":  # the extents sent were read back window by window
+        if verify == "fast":  # the extents sent were read back window by window, and that is all
             stats.verify_digest = sender.image_digest.hexdigest()
         else:
             stats.verify_digest = sender.verify_whole("sha256" if verify == "sha256" else "xxh3-128")

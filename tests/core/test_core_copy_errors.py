@@ -140,7 +140,9 @@ class LosesOneWrite(LocalDestination):
         super().write(offset, data)
 
 
-def test_fast_verify_catches_a_lost_write_and_names_it(tmp_path):
+@pytest.mark.parametrize("verify", ["fast", "full", "sha256"])
+def test_a_lost_write_is_caught_and_named(tmp_path, verify):
+    """Every mode reads back what each window wrote before trusting it."""
     rng = random.Random(9)
     src, dst = tmp_path / "s", tmp_path / "d"
     data = bytearray(rng.randbytes(40 * BS))
@@ -149,7 +151,7 @@ def test_fast_verify_catches_a_lost_write_and_names_it(tmp_path):
         data[b * BS:(b + 1) * BS] = rng.randbytes(BS)
     src.write_bytes(data)
     with pytest.raises(VerifyFailed) as info:
-        delta_copy(src, LosesOneWrite(dst, 17 * BS), block_size=BS, verify="fast")
+        delta_copy(src, LosesOneWrite(dst, 17 * BS), block_size=BS, verify=verify)
     assert f"{17 * BS:,}" in str(info.value)
     assert is_incomplete(dst)
     stats = delta_copy(src, dst, block_size=BS)  # a rerun sends what is still different
