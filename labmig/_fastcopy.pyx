@@ -251,7 +251,7 @@ def digest_buffer(buf, block_size, seed, digests_out, zero_out=None, threads=0):
 
 
 def digest_file(fd, offset, length, block_size, seed, digests_out, zero_out=None, threads=0):
-    """Digests of the blocks of an open file in [offset, offset+length), read with pread.
+    """Digests of the blocks of an open file in [offset, offset+length), hashed in place.
 
     Block i starts at ``offset + i*block_size``; ``digests_out`` and ``zero_out``
     as in :func:`digest_buffer`. Hashing runs without the GIL on ``threads``

@@ -4,7 +4,9 @@
      lm_find_set, lm_find_set_par   set-bit positions (one or two threads)
      lm_skip_zero_words             the next non-zero word of a bitmap
      lm_digest_buffer               per-block XXH3-128 of a buffer
-     lm_digest_fd                   the same for a file range, read with pread
+     lm_digest_fd                   the same for a file range, each piece hashed
+                                    in place through a mapping or read first,
+                                    whichever is timed faster
      lm_punch_hole                  deallocate a range
 */
 #ifndef LABMIG_FASTCOPY_C_H
@@ -13,6 +15,12 @@
 #include <xxhash.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -281,66 +289,259 @@ static void lm_digest_buffer(const unsigned char *buf, int64_t len, int64_t bs, 
     }
 }
 
-/* Digests of the blocks of fd in [offset, offset+len), read with pread in
-   chunks of about 1 MiB, one chunk per thread at a time. (Hashing through
-   mappings instead is faster for one thread alone, but slower once two
-   threads of the process map and unmap at once, as both sides of a copy do.)
-   Returns 0, or an errno; *got is the number of bytes actually there (short
-   when EOF came early, in which case missing blocks are left untouched). */
+/* A file that shrinks while it is mapped raises SIGBUS on the next access
+   past its new end (so does a read error under a mapping). A thread that
+   hashes a mapping points lm_bus_jmp at its sigjmp_buf; the handler jumps
+   back there, and hands any other SIGBUS to the handler it replaced. */
+static __thread sigjmp_buf *lm_bus_jmp;
+static struct sigaction lm_prev_bus;
+static pthread_mutex_t lm_bus_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void lm_on_bus(int sig, siginfo_t *info, void *ctx) {
+    static volatile sig_atomic_t handing_on = 0;
+    sigjmp_buf *jb = lm_bus_jmp;
+    if (jb) siglongjmp(*jb, 1);
+    if (!handing_on && (lm_prev_bus.sa_flags & SA_SIGINFO) && lm_prev_bus.sa_sigaction) {
+        handing_on = 1;
+        lm_prev_bus.sa_sigaction(sig, info, ctx);
+        return;
+    }
+    if (!handing_on && !(lm_prev_bus.sa_flags & SA_SIGINFO) && lm_prev_bus.sa_handler != SIG_DFL
+            && lm_prev_bus.sa_handler != SIG_IGN) {
+        handing_on = 1;
+        lm_prev_bus.sa_handler(sig);
+        return;
+    }
+    /* returning runs the faulting access again, which now ends the process */
+    signal(SIGBUS, SIG_DFL);
+}
+
+/* Installs lm_on_bus unless it is already the handler (someone, such as
+   Python's faulthandler, may have replaced it since the last call). */
+static void lm_bus_guard(void) {
+    struct sigaction cur, mine;
+    pthread_mutex_lock(&lm_bus_lock);
+    sigaction(SIGBUS, NULL, &cur);
+    if (!((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == lm_on_bus)) {
+        memset(&mine, 0, sizeof mine);
+        mine.sa_sigaction = lm_on_bus;
+        mine.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&mine.sa_mask);
+        sigaction(SIGBUS, &mine, &lm_prev_bus);
+    }
+    pthread_mutex_unlock(&lm_bus_lock);
+}
+
+/* Image bytes one thread digests at a time (a "step"): big enough that
+   mapping them costs little, small enough that the pages mapped (they count
+   in the process's RSS) stay a few MiB. Ranges shorter than LM_MAP_MIN are
+   always read: mapping them costs more, as munmap interrupts every other core
+   running this process to flush its TLB. */
+#define LM_STEP ((int64_t)8 << 20)
+#define LM_MAP_MIN ((int64_t)1 << 20)
+#define LM_READ_BUF ((int64_t)1 << 20)
+
+/* Hashes the nbytes at file offset at (block first_block onwards) through a
+   mapping. Returns 0; an errno when mmap fails; or -1 when SIGBUS stopped it,
+   *stopped_block being the block it was on (that block and later ones are
+   left untouched). */
+static int lm_digest_mapped(int fd, int64_t at, int64_t nbytes, int64_t bs, uint64_t seed,
+                            const XXH128_hash_t *zd, uint64_t *dig, uint64_t *zero_words,
+                            int64_t first_block, int64_t *stopped_block) {
+    int64_t page = sysconf(_SC_PAGESIZE);
+    int64_t lead = at % page;
+    unsigned char *map = (unsigned char *)mmap(NULL, (size_t)(nbytes + lead), PROT_READ, MAP_SHARED,
+                                               fd, (off_t)(at - lead));
+    if (map == MAP_FAILED) return errno ? errno : EIO;
+    const unsigned char *p = map + lead;
+    int64_t nb = (nbytes + bs - 1) / bs;
+    volatile int64_t i = 0;
+    int bus = 0;
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 1) == 0) {
+        lm_bus_jmp = &jb;
+        for (; i < nb; i++) {
+            int64_t n = (i + 1) * bs <= nbytes ? bs : nbytes - i * bs;
+            lm_block(p + i * bs, (size_t)n, (size_t)bs, seed, zd, dig, zero_words, first_block + i);
+        }
+    } else {
+        bus = 1;
+    }
+    lm_bus_jmp = NULL;
+    munmap(map, (size_t)(nbytes + lead));
+    if (bus) *stopped_block = first_block + i;
+    return bus ? -1 : 0;
+}
+
+/* Hashes the nbytes at file offset at by reading them with pread into buf
+   (buf_len bytes, whole blocks). Returns the bytes that were there (short at
+   EOF), or -errno. */
+static int64_t lm_digest_read(int fd, int64_t at, int64_t nbytes, unsigned char *buf, int64_t buf_len,
+                              int64_t bs, uint64_t seed, const XXH128_hash_t *zd, uint64_t *dig,
+                              uint64_t *zero_words, int64_t first_block) {
+    int64_t done = 0;
+    while (done < nbytes) {
+        int64_t want = nbytes - done < buf_len ? nbytes - done : buf_len;
+        int64_t have = 0;
+        while (have < want) {
+            ssize_t r = pread(fd, buf + have, (size_t)(want - have), (off_t)(at + done + have));
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                return -(int64_t)errno;
+            }
+            if (r == 0) break;
+            have += r;
+        }
+        int64_t nb = (have + bs - 1) / bs;
+        for (int64_t i = 0; i < nb; i++) {
+            int64_t n = (i + 1) * bs <= have ? bs : have - i * bs;
+            lm_block(buf + i * bs, (size_t)n, (size_t)bs, seed, zd, dig, zero_words,
+                     first_block + done / bs + i);
+        }
+        done += have;
+        if (have < want) break;
+    }
+    return done;
+}
+
+/* Size of what fd holds: st_size for a file, the device size for a block device. */
+static int lm_fd_size(int fd, int64_t *size) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return errno;
+    if (S_ISREG(st.st_mode)) { *size = st.st_size; return 0; }
+    if (S_ISBLK(st.st_mode)) {
+        off_t end = lseek(fd, 0, SEEK_END);
+        if (end < 0) return errno;
+        *size = end;
+        return 0;
+    }
+    return ENODEV;
+}
+
+static double lm_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+/* One thread's choice between hashing a step in place through a mapping and
+   reading it into a buffer first. Which is faster depends on the page cache:
+   pages that readahead brought in sit in large folios that one fault maps
+   whole, and hashing them in place costs about what merely reading them
+   costs; pages written in small pieces map a few at a time, and then reading
+   wins. So each way is timed (ns per byte), the faster one used, and every
+   16th step goes the other way to notice when that changes. A step that
+   another thread preempted takes longer, never shorter, so each estimate is
+   a minimum that may rise by a quarter per step: a lone slow step moves it
+   little, a lasting change soon shows. */
+typedef struct {
+    double map_ns, read_ns;  /* ns per byte; 0 = not timed yet */
+    int64_t steps;
+    int map_off;             /* never map: short range, or mmap failed */
+} lm_way_t;
+
+static int lm_way_map(const lm_way_t *w) {
+    if (w->map_off) return 0;
+    if (w->map_ns == 0) return 1;
+    if (w->read_ns == 0) return 0;
+    int best = w->map_ns <= w->read_ns;
+    return w->steps % 16 == 15 ? !best : best;
+}
+
+static void lm_way_time(lm_way_t *w, int mapped, double ns, int64_t nbytes) {
+    double per_byte = ns / (double)(nbytes > 0 ? nbytes : 1);
+    double *est = mapped ? &w->map_ns : &w->read_ns;
+    *est = *est == 0 || per_byte < *est * 1.25 ? per_byte : *est * 1.25;
+    w->steps++;
+}
+
+/* Digests of the blocks of fd in [offset, offset+len), LM_STEP bytes at a
+   time per thread, each step mapped or read (lm_way_t). Returns 0, or an
+   errno; *got is the number of bytes actually there (short when EOF came
+   early, in which case missing blocks are left untouched). A block the file
+   no longer has when it is reached counts as past EOF; a read error under a
+   mapping is EIO. */
 static int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_t seed,
                         uint64_t *dig, uint64_t *zero_words, int nthreads, int64_t *got) {
-    int64_t per_chunk = bs >= (1024 << 10) ? 1 : (1024 << 10) / bs;
-    int64_t chunk = per_chunk * bs;
-    int64_t nchunks = (len + chunk - 1) / chunk;
-    int err = 0;
-    int64_t eof_at = len;
+    int64_t size = 0;
+    int sized = lm_fd_size(fd, &size) == 0;
+    int64_t there = len;
+    if (sized) there = size - offset < 0 ? 0 : (size - offset < len ? size - offset : len);
+    if (there == 0) { *got = 0; return 0; }
+    int64_t step = LM_STEP >= bs ? LM_STEP / bs * bs : bs;
+    int64_t nsteps = (there + step - 1) / step;
+    int64_t buf_len = LM_READ_BUF >= bs ? LM_READ_BUF / bs * bs : bs;
+    if (buf_len > (there + bs - 1) / bs * bs) buf_len = (there + bs - 1) / bs * bs;
     unsigned char *zeros = (unsigned char *)calloc(1, (size_t)bs);
     if (!zeros) return ENOMEM;
     XXH128_hash_t zd = XXH3_128bits_withSeed(zeros, (size_t)bs, seed);
     free(zeros);
-    #pragma omp parallel num_threads(nthreads) if (nchunks > 1)
+    int never_map = !sized || there < LM_MAP_MIN;
+    if (!never_map) lm_bus_guard();
+    int err = 0, bus = 0;
+    int64_t end_at = there;  /* lowest byte where the file was found to end */
+    #pragma omp parallel num_threads(nthreads) if (nsteps > 1)
     {
+        lm_way_t way = {0, 0, 0, never_map};
         unsigned char *buf = NULL;
-        if (posix_memalign((void **)&buf, 4096, (size_t)chunk) != 0) {
-            #pragma omp atomic write
-            err = ENOMEM;
-        }
         int64_t c;
         #pragma omp for schedule(dynamic, 1)
-        for (c = 0; c < nchunks; c++) {
+        for (c = 0; c < nsteps; c++) {
             int stop;
             #pragma omp atomic read
             stop = err;
-            if (stop || !buf) continue;
-            int64_t start = c * chunk;
-            int64_t want = start + chunk <= len ? chunk : len - start;
-            int64_t have = 0;
-            while (have < want) {
-                ssize_t r = pread(fd, buf + have, (size_t)(want - have), offset + start + have);
+            if (stop) continue;
+            int64_t start = c * step;
+            int64_t n = start + step <= there ? step : there - start;
+            int64_t short_at = -1;
+            int mapped = lm_way_map(&way);
+            double t0 = lm_now_ns();
+            if (mapped) {
+                int64_t stopped_block = 0;
+                int r = lm_digest_mapped(fd, offset + start, n, bs, seed, &zd, dig, zero_words,
+                                         start / bs, &stopped_block);
                 if (r < 0) {
-                    if (errno == EINTR) continue;
+                    short_at = stopped_block * bs;
                     #pragma omp atomic write
-                    err = errno;
-                    break;
+                    bus = 1;
+                } else if (r > 0) {
+                    way.map_off = 1;  /* cannot be mapped: read this step and the rest */
+                    mapped = 0;
                 }
-                if (r == 0) break;
-                have += r;
             }
-            if (have < want) {
+            if (!mapped) {
+                if (!buf && posix_memalign((void **)&buf, 4096, (size_t)buf_len) != 0) {
+                    buf = NULL;
+                    #pragma omp atomic write
+                    err = ENOMEM;
+                    continue;
+                }
+                int64_t r = lm_digest_read(fd, offset + start, n, buf, buf_len, bs, seed, &zd, dig,
+                                           zero_words, start / bs);
+                if (r < 0) {
+                    #pragma omp atomic write
+                    err = (int)-r;
+                    continue;
+                }
+                if (r < n) short_at = start + r;
+            }
+            lm_way_time(&way, mapped, lm_now_ns() - t0, n);
+            if (short_at >= 0) {
                 #pragma omp critical(lm_eof)
-                { if (start + have < eof_at) eof_at = start + have; }
-            }
-            int64_t nb = (have + bs - 1) / bs;
-            for (int64_t i = 0; i < nb; i++) {
-                int64_t n = (i + 1) * bs <= have ? bs : have - i * bs;
-                lm_block(buf + i * bs, (size_t)n, (size_t)bs, seed, &zd, dig, zero_words,
-                         c * per_chunk + i);
+                { if (short_at < end_at) end_at = short_at; }
             }
         }
         free(buf);
     }
-    *got = eof_at;
-    return err;
+    if (err) return err;
+    if (bus && end_at < there) {
+        /* SIGBUS: the file shrank under the mapping, or its storage failed */
+        int64_t now = 0;
+        if (lm_fd_size(fd, &now) != 0) return errno ? errno : EIO;
+        if (offset + end_at < now) return EIO;
+    }
+    *got = end_at;
+    return 0;
 }
 
 static int lm_punch_hole(int fd, int64_t offset, int64_t len) {

@@ -263,7 +263,7 @@ class _Sender:
         self.src_threads = 0  # hashing threads for the source (0 = every core)
         self.seed = secrets.randbits(64)
         self.image_digest = xxhash.xxh3_128(seed=self.seed)
-        self.buf = bytearray(max(MAX_EXTENT, block_size))
+        self.buf = bytearray()  # grown to the largest extent read so far, up to MAX_EXTENT
         # this window's extents in the order sent: (offset, length, digests), and their folded digests
         self.written: list[tuple[int, int, np.ndarray]] = []
         self.written_folded = xxhash.xxh3_128(seed=self.seed)
@@ -354,7 +354,9 @@ class _Sender:
         self.written_folded.update(digests.astype("<u8", copy=False).tobytes())
 
     def _send_data(self, byte_off: int, byte_len: int, digests: np.ndarray) -> None:
-        bs, per = self.bs, len(self.buf) // self.bs * self.bs
+        bs, per = self.bs, max(MAX_EXTENT, self.bs) // self.bs * self.bs
+        if len(self.buf) < min(per, byte_len):
+            self.buf = bytearray(min(per, byte_len))
         done = 0
         while done < byte_len:
             part = min(per, byte_len - done)
@@ -469,9 +471,7 @@ def _copy(src_path: Path, fd: int, src_st: os.stat_result, size: int, dst: Desti
     try:
         sender.wire(REQUEST_BYTES)
         stats.old_size = dst.open(size)
-        window = max(bs, WINDOW_BYTES // bs * bs)
-        windows = [(offset, min(window, size - offset)) for offset in range(0, size, window)]
-        _run_windows(sender, windows, getattr(dst, "concurrent", False), progress)
+        _run_windows(sender, _windows(size, bs), getattr(dst, "concurrent", False), progress)
         if stat_mod.S_ISREG(src_st.st_mode) and not _unchanged(src_st, os.fstat(fd)):
             raise SourceChanged(f"source {src_path} was modified while it was copied",
                                 "stop whatever writes the image (shut the VM down), then copy again")
@@ -489,6 +489,23 @@ def _copy(src_path: Path, fd: int, src_st: os.stat_result, size: int, dst: Desti
     log.info("copied %s to %s: %d of %d blocks sent, %d zeroed", src_path, dst.name,
              stats.blocks_sent, stats.blocks_total, stats.blocks_zero)
     return stats
+
+
+def _windows(size: int, bs: int) -> list[tuple[int, int]]:
+    """(offset, length) of each window: WINDOW_BYTES each, whole blocks.
+
+    With several windows, the last is cut in two, its final eighth becoming a
+    window of its own: the send of the last window is the only one no digest
+    overlaps, so it should be short.
+    """
+    window = max(bs, WINDOW_BYTES // bs * bs)
+    windows = [(offset, min(window, size - offset)) for offset in range(0, size, window)]
+    if len(windows) > 1:
+        offset, length = windows[-1]
+        tail = length // 8 // bs * bs
+        if tail:
+            windows[-1:] = [(offset, length - tail), (offset + length - tail, tail)]
+    return windows
 
 
 def _run_windows(sender: _Sender, windows: list[tuple[int, int]], ahead: bool,

@@ -4,7 +4,7 @@
     WrittenRanges      what a destination wrote since its last check, read back to verify it
     incomplete_mark(path), is_incomplete(path)   the "not yet verified" sidecar
     data_segments(fd, offset, end)   byte ranges that may hold data (holes left out)
-    digest_range(fd, ...)   core.digest_file that skips holes (their blocks get the zero digest)
+    digest_range(fd, ...)   core.digest_file that skips long holes (their blocks get the zero digest)
     stream_digest(fd, size, algo)   whole-image XXH3-128 / SHA-256, the same on both sides
     start_writeback(fd, offset, length)   begin writing a range out, without waiting
 
@@ -32,6 +32,9 @@ from .errors import CopyError, InvalidInput
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 4 << 20
+# Holes shorter than this are digested like data: one more digest call for
+# each hole costs more than hashing a few MiB of zeros.
+_SKIP_HOLES_FROM = 8 << 20
 
 
 def incomplete_mark(path: str | os.PathLike[str]) -> Path:
@@ -83,6 +86,13 @@ class WrittenRanges:
     def clear(self) -> None:
         self.ranges.clear()
 
+    def span(self) -> tuple[int, int] | None:
+        """(offset, length) from the lowest byte written to the highest, or None."""
+        if not self.ranges:
+            return None
+        start = min(offset for offset, _, _ in self.ranges)
+        return start, max(offset + length for offset, length, _ in self.ranges) - start
+
     def digest(self, fd: int, block_size: int, seed: int) -> bytes:
         folded = xxhash.xxh3_128(seed=seed)
         for offset, length, zeroed in self.ranges:
@@ -98,7 +108,9 @@ class WrittenRanges:
 
 def digest_range(fd: int, offset: int, length: int, block_size: int, seed: int,
                  digests_out: np.ndarray, zero_out: np.ndarray | None = None, threads: int = 0) -> int:
-    """:func:`core.digest_file` that does not read holes: their blocks get the zero digest.
+    """:func:`core.digest_file` that does not read long holes: their blocks get the zero digest.
+
+    Holes shorter than 8 MiB are read like data (see ``_SKIP_HOLES_FROM``).
 
     Same arguments and result (bytes that were there; short at an early EOF).
     """
@@ -108,7 +120,16 @@ def digest_range(fd: int, offset: int, length: int, block_size: int, seed: int,
     if n == 0:
         return 0
     size = os.fstat(fd).st_size
-    segments = data_segments(fd, offset, end)
+    segments: list[tuple[int, int]] = []
+    for a, b in data_segments(fd, offset, end):
+        if segments and a - segments[-1][1] < _SKIP_HOLES_FROM:
+            segments[-1] = (segments[-1][0], b)  # a short hole is read like data
+        else:
+            segments.append((a, b))
+    if segments and segments[0][0] - offset < _SKIP_HOLES_FROM:
+        segments[0] = (offset, segments[0][1])
+    if segments and end - segments[-1][1] < _SKIP_HOLES_FROM:
+        segments[-1] = (segments[-1][0], end)
     if segments == [(offset, end)] or not stat_mod.S_ISREG(os.fstat(fd).st_mode):
         return core.digest_file(fd, offset, length, bs, seed, digests_out, zero_out, threads)
     there = max(0, min(end, size) - offset)
@@ -317,14 +338,9 @@ class LocalDestination:
         fd = self._require()
         view = memoryview(data).cast("B")
         self.written.add(offset, len(view))
-        start, length = offset, len(view)
         while view:
             n = os.pwrite(fd, view, offset)
             view, offset = view[n:], offset + n
-        if self.write_behind is None and _SYNC_FILE_RANGE is not None and not self.is_device:
-            self.write_behind = _WriteBehind(fd)
-        if self.write_behind is not None:
-            self.write_behind.add(start, length)
 
     def zero(self, offset: int, length: int) -> None:
         fd = self._require()
@@ -337,7 +353,14 @@ class LocalDestination:
             offset += os.pwrite(fd, zeros[:end - offset], offset)
 
     def written_digest(self, block_size: int, seed: int) -> bytes:
-        return self.written.digest(self._require(), block_size, seed)
+        fd = self._require()
+        span = self.written.span()
+        if span is not None and _SYNC_FILE_RANGE is not None and not self.is_device:
+            # the window's writes start on their way to the disk while they are read back
+            if self.write_behind is None:
+                self.write_behind = _WriteBehind(fd)
+            self.write_behind.add(*span)
+        return self.written.digest(fd, block_size, seed)
 
     def verify(self, algo: str) -> str:
         return stream_digest(self._require(), self.size, algo)
