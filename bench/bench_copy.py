@@ -149,33 +149,41 @@ def run(argv: list[str]) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
 
 
-def measure(sc: Scenario, repeat: int, peers: bool, evict: bool = True) -> dict[str, float]:
-    """Best-of times; rounds interleave the tools so outside load hits all alike."""
-    tools = {
-        "labmig delta copy": lambda: delta_copy(sc.src, sc.dst, block_size=BS),
-        "read both, 2 threads": lambda: read_both([sc.src, sc.dst]),
-        "hash both, 2 threads (core)": lambda: digest_both([sc.src, sc.dst]),
+HALF_ZERO = "labmig, 50 % zero image"
+NO_WRITE = ("read both, 2 threads", "hash both, 2 threads (core)")
+
+
+def measure(sc: Scenario, repeat: int, peers: bool, evict: bool = True,
+            zero: Scenario | None = None) -> dict[str, float]:
+    """Best-of times; rounds interleave the tools (and the 50 %-zero image's copy,
+    when ``zero`` is given) so outside load hits all alike."""
+    tools: dict[str, tuple[Scenario, object]] = {
+        "labmig delta copy": (sc, lambda: delta_copy(sc.src, sc.dst, block_size=BS)),
+        "read both, 2 threads": (sc, lambda: read_both([sc.src, sc.dst])),
+        "hash both, 2 threads (core)": (sc, lambda: digest_both([sc.src, sc.dst])),
     }
+    if zero is not None:
+        tools[HALF_ZERO] = (zero, lambda: delta_copy(zero.src, zero.dst, block_size=BS))
     if peers:
         if shutil.which("rsync"):
             # --ignore-times: same size and no -t would otherwise let rsync skip the file
-            tools["rsync --inplace --no-whole-file"] = lambda: run(
-                ["rsync", "--inplace", "--no-whole-file", "--ignore-times", str(sc.src), str(sc.dst)])
-        tools["cp"] = lambda: run(["cp", str(sc.src), str(sc.dst)])
+            tools["rsync --inplace --no-whole-file"] = (sc, lambda: run(
+                ["rsync", "--inplace", "--no-whole-file", "--ignore-times", str(sc.src), str(sc.dst)]))
+        tools["cp"] = (sc, lambda: run(["cp", str(sc.src), str(sc.dst)]))
         if shutil.which("qemu-img"):
-            tools["qemu-img convert -n"] = lambda: run(
-                ["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", str(sc.src), str(sc.dst)])
+            tools["qemu-img convert -n"] = (sc, lambda: run(
+                ["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", str(sc.src), str(sc.dst)]))
     best = {name: float("inf") for name in tools}
     for r in range(repeat):
-        for name, fn in tools.items():
+        for name, (scenario, fn) in tools.items():
             if r > 0 and name.startswith("rsync"):
                 continue  # tens of seconds each: one run is plenty to show the gap
-            sc.reset()
+            scenario.reset()
             os.sync()  # the reset's own writes must not land on the next tool's bill
-            sc.warm(evict)
+            scenario.warm(evict)
             best[name] = min(best[name], timed(fn))
-            if name not in ("read both, 2 threads", "hash both, 2 threads (core)"):
-                assert sc.identical(), f"{name} did not make the destination identical"
+            if name not in NO_WRITE:
+                assert scenario.identical(), f"{name} did not make the destination identical"
     return best
 
 
@@ -217,7 +225,7 @@ def memory_probe(directory: Path, size: int) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="2GiB", help="image size (default 2GiB)")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds; the best time of each tool is kept")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds; the best time of each tool is kept")
     ap.add_argument("--dir", type=Path, default=OUT, help="where the images go (default bench/out)")
     ap.add_argument("--memory-sizes", default="1GiB,16GiB,64GiB", help="image sizes for the memory probe")
     ap.add_argument("--cache", choices=("read", "written"), default="read",
@@ -234,18 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, object] = {"cache": args.cache}
 
     rand = Scenario(args.dir, "random", size, 0.0, seed=1)
-    best = measure(rand, args.repeat, peers=True, evict=evict)
+    zero = Scenario(args.dir, "halfzero", size, 0.5, seed=2)
+    best = measure(rand, args.repeat, peers=True, evict=evict, zero=zero)
+    half_zero = best.pop(HALF_ZERO)
     ours = best["labmig delta copy"]
     print(f"{'tool':<34} {'seconds':>8} {'vs labmig':>10}")
     for name, t in best.items():
         print(f"{name:<34} {t:>8.3f} {t / ours:>9.2f}x")
     results["random"] = best
-
-    zero = Scenario(args.dir, "halfzero", size, 0.5, seed=2)
-    zbest = measure(zero, args.repeat, peers=False, evict=evict)
-    results["half_zero"] = zbest
-    print(f"50 % zero blocks: labmig {zbest['labmig delta copy']:.3f} s "
-          f"({zbest['labmig delta copy'] / ours:.2f}x the random image's time)")
+    results["half_zero"] = {"labmig delta copy": half_zero}
+    print(f"50 % zero blocks: labmig {half_zero:.3f} s ({half_zero / ours:.2f}x the random image's time)")
 
     if evict:  # the other case once: the destination's pages as cp wrote them
         run(["cp", str(rand.src), str(rand.dst)])
@@ -273,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "rsync / labmig (>= 8)": best.get("rsync --inplace --no-whole-file", float("nan")) / ours,
         "cp / labmig (> 1)": best["cp"] / ours,
         "qemu-img / labmig (> 1)": best.get("qemu-img convert -n", float("nan")) / ours,
-        "half-zero / random (<= 1)": zbest["labmig delta copy"] / ours,
+        "half-zero / random (<= 1)": half_zero / ours,
     }
     for k, v in ratios.items():
         print(f"  {k:<28} {v:.2f}")

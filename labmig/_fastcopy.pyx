@@ -7,7 +7,7 @@ test oracle); :mod:`labmig.core` documents the contract and picks one of them.
     bitmap kernels   new_bitmap, popcount, find_set_bits, bit_runs,
                      fetch_and_clear, bitmap_or, bitmap_andnot, set_bits
     block kernels    digest_buffer, digest_file, compare_digests, zero_digest,
-                     punch_hole
+                     punch_hole, set_digest_way
 
 The loops themselves are C, in ``_fastcopy_c.h``; this module checks the
 arguments, releases the GIL and calls them. Argument checking is shared with the twin (``_purecopy._check_*``) so both raise
@@ -40,6 +40,8 @@ cdef extern from "_fastcopy_c.h":
     int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_t seed,
                      uint64_t *dig, uint64_t *zero_words, int nthreads, int64_t *got) nogil
     int lm_punch_hole(int fd, int64_t offset, int64_t len) nogil
+    int lm_way_forced
+    long lm_bus_caught
 
 
 lm_init_tables()
@@ -319,3 +321,24 @@ def punch_hole(fd, offset, length):
     if err in _twin.NO_HOLE_ERRNOS:
         return False
     raise OSError(err, os.strerror(err))
+
+
+_WAYS = ("auto", "map", "read")
+
+
+def set_digest_way(way):
+    """How :func:`digest_file` gets at the bytes: "auto" (timed choice), "map" or "read".
+
+    Returns the previous setting. For benchmarks and tests; "auto" is the default.
+    """
+    global lm_way_forced
+    if way not in _WAYS:
+        raise _twin.InvalidInput(f"unknown digest way {way!r}", f"use one of {', '.join(_WAYS)}")
+    previous = _WAYS[lm_way_forced]
+    lm_way_forced = _WAYS.index(way)
+    return previous
+
+
+def _sigbus_caught():
+    """How many SIGBUS (a file shrinking under a mapping) were turned into short results."""
+    return lm_bus_caught

@@ -294,13 +294,17 @@ static void lm_digest_buffer(const unsigned char *buf, int64_t len, int64_t bs, 
    hashes a mapping points lm_bus_jmp at its sigjmp_buf; the handler jumps
    back there, and hands any other SIGBUS to the handler it replaced. */
 static __thread sigjmp_buf *lm_bus_jmp;
+static long lm_bus_caught = 0;  /* SIGBUS turned into a short result, since load */
 static struct sigaction lm_prev_bus;
 static pthread_mutex_t lm_bus_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void lm_on_bus(int sig, siginfo_t *info, void *ctx) {
     static volatile sig_atomic_t handing_on = 0;
     sigjmp_buf *jb = lm_bus_jmp;
-    if (jb) siglongjmp(*jb, 1);
+    if (jb) {
+        __atomic_fetch_add(&lm_bus_caught, 1, __ATOMIC_RELAXED);
+        siglongjmp(*jb, 1);
+    }
     if (!handing_on && (lm_prev_bus.sa_flags & SA_SIGINFO) && lm_prev_bus.sa_sigaction) {
         handing_on = 1;
         lm_prev_bus.sa_sigaction(sig, info, ctx);
@@ -342,12 +346,11 @@ static void lm_bus_guard(void) {
 #define LM_READ_BUF ((int64_t)1 << 20)
 
 /* Hashes the nbytes at file offset at (block first_block onwards) through a
-   mapping. Returns 0; an errno when mmap fails; or -1 when SIGBUS stopped it,
-   *stopped_block being the block it was on (that block and later ones are
-   left untouched). */
+   mapping. Returns 0; an errno when mmap fails; or -1 when SIGBUS stopped it
+   part way (some blocks are then done, the others untouched). */
 static int lm_digest_mapped(int fd, int64_t at, int64_t nbytes, int64_t bs, uint64_t seed,
                             const XXH128_hash_t *zd, uint64_t *dig, uint64_t *zero_words,
-                            int64_t first_block, int64_t *stopped_block) {
+                            int64_t first_block) {
     int64_t page = sysconf(_SC_PAGESIZE);
     int64_t lead = at % page;
     unsigned char *map = (unsigned char *)mmap(NULL, (size_t)(nbytes + lead), PROT_READ, MAP_SHARED,
@@ -369,7 +372,6 @@ static int lm_digest_mapped(int fd, int64_t at, int64_t nbytes, int64_t bs, uint
     }
     lm_bus_jmp = NULL;
     munmap(map, (size_t)(nbytes + lead));
-    if (bus) *stopped_block = first_block + i;
     return bus ? -1 : 0;
 }
 
@@ -405,9 +407,10 @@ static int64_t lm_digest_read(int fd, int64_t at, int64_t nbytes, unsigned char 
 }
 
 /* Size of what fd holds: st_size for a file, the device size for a block device. */
-static int lm_fd_size(int fd, int64_t *size) {
+static int lm_fd_size(int fd, int64_t *size, struct stat *st_out) {
     struct stat st;
     if (fstat(fd, &st) != 0) return errno;
+    if (st_out) *st_out = st;
     if (S_ISREG(st.st_mode)) { *size = st.st_size; return 0; }
     if (S_ISBLK(st.st_mode)) {
         off_t end = lseek(fd, 0, SEEK_END);
@@ -430,7 +433,9 @@ static double lm_now_ns(void) {
    whole, and hashing them in place costs about what merely reading them
    costs; pages written in small pieces map a few at a time, and then reading
    wins. So each way is timed (ns per byte), the faster one used, and every
-   16th step goes the other way to notice when that changes. A step that
+   32nd step goes the other way to notice when that changes. What was learnt
+   of a file is remembered (lm_way_recall) for the next call on it, so a file
+   digested window by window is not timed afresh each time. A step that
    another thread preempted takes longer, never shorter, so each estimate is
    a minimum that may rise by a quarter per step: a lone slow step moves it
    little, a lasting change soon shows. */
@@ -440,12 +445,47 @@ typedef struct {
     int map_off;             /* never map: short range, or mmap failed */
 } lm_way_t;
 
+/* 0: timed choice; 1: always map; 2: always read (set_digest_way). */
+static int lm_way_forced = 0;
+
 static int lm_way_map(const lm_way_t *w) {
     if (w->map_off) return 0;
+    if (lm_way_forced) return lm_way_forced == 1;
     if (w->map_ns == 0) return 1;
     if (w->read_ns == 0) return 0;
     int best = w->map_ns <= w->read_ns;
-    return w->steps % 16 == 15 ? !best : best;
+    return w->steps % 32 == 31 ? !best : best;
+}
+
+/* The last few files digested, by device and inode, with their lm_way_t. */
+#define LM_WAY_MEMO 8
+static struct { dev_t dev; ino_t ino; lm_way_t way; } lm_way_memo[LM_WAY_MEMO];
+static int lm_way_memo_next = 0;
+static pthread_mutex_t lm_way_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static lm_way_t lm_way_recall(const struct stat *st) {
+    lm_way_t way = {0, 0, 0, 0};
+    pthread_mutex_lock(&lm_way_lock);
+    for (int i = 0; i < LM_WAY_MEMO; i++)
+        if (lm_way_memo[i].ino == st->st_ino && lm_way_memo[i].dev == st->st_dev) way = lm_way_memo[i].way;
+    pthread_mutex_unlock(&lm_way_lock);
+    way.map_off = 0;
+    return way;
+}
+
+static void lm_way_remember(const struct stat *st, const lm_way_t *way) {
+    pthread_mutex_lock(&lm_way_lock);
+    int slot = -1;
+    for (int i = 0; i < LM_WAY_MEMO; i++)
+        if (lm_way_memo[i].ino == st->st_ino && lm_way_memo[i].dev == st->st_dev) slot = i;
+    if (slot < 0) {
+        slot = lm_way_memo_next;
+        lm_way_memo_next = (lm_way_memo_next + 1) % LM_WAY_MEMO;
+    }
+    lm_way_memo[slot].dev = st->st_dev;
+    lm_way_memo[slot].ino = st->st_ino;
+    lm_way_memo[slot].way = *way;
+    pthread_mutex_unlock(&lm_way_lock);
 }
 
 static void lm_way_time(lm_way_t *w, int mapped, double ns, int64_t nbytes) {
@@ -458,13 +498,15 @@ static void lm_way_time(lm_way_t *w, int mapped, double ns, int64_t nbytes) {
 /* Digests of the blocks of fd in [offset, offset+len), LM_STEP bytes at a
    time per thread, each step mapped or read (lm_way_t). Returns 0, or an
    errno; *got is the number of bytes actually there (short when EOF came
-   early, in which case missing blocks are left untouched). A block the file
-   no longer has when it is reached counts as past EOF; a read error under a
-   mapping is EIO. */
+   early, in which case missing blocks are left untouched). A step that a
+   SIGBUS stopped is read again, so a file that shrank gives a short result
+   and a failing disk a read error. */
 static int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_t seed,
                         uint64_t *dig, uint64_t *zero_words, int nthreads, int64_t *got) {
     int64_t size = 0;
-    int sized = lm_fd_size(fd, &size) == 0;
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    int sized = lm_fd_size(fd, &size, &st) == 0;
     int64_t there = len;
     if (sized) there = size - offset < 0 ? 0 : (size - offset < len ? size - offset : len);
     if (there == 0) { *got = 0; return 0; }
@@ -476,13 +518,14 @@ static int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_
     if (!zeros) return ENOMEM;
     XXH128_hash_t zd = XXH3_128bits_withSeed(zeros, (size_t)bs, seed);
     free(zeros);
-    int never_map = !sized || there < LM_MAP_MIN;
+    int never_map = !sized || lm_way_forced == 2 || (there < LM_MAP_MIN && lm_way_forced != 1);
     if (!never_map) lm_bus_guard();
-    int err = 0, bus = 0;
+    int err = 0;
     int64_t end_at = there;  /* lowest byte where the file was found to end */
     #pragma omp parallel num_threads(nthreads) if (nsteps > 1)
     {
-        lm_way_t way = {0, 0, 0, never_map};
+        lm_way_t way = lm_way_recall(&st);
+        way.map_off = never_map;
         unsigned char *buf = NULL;
         int64_t c;
         #pragma omp for schedule(dynamic, 1)
@@ -494,16 +537,16 @@ static int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_
             int64_t start = c * step;
             int64_t n = start + step <= there ? step : there - start;
             int64_t short_at = -1;
-            int mapped = lm_way_map(&way);
+            int mapped = lm_way_map(&way), timed = 1;
             double t0 = lm_now_ns();
             if (mapped) {
-                int64_t stopped_block = 0;
                 int r = lm_digest_mapped(fd, offset + start, n, bs, seed, &zd, dig, zero_words,
-                                         start / bs, &stopped_block);
+                                         start / bs);
                 if (r < 0) {
-                    short_at = stopped_block * bs;
-                    #pragma omp atomic write
-                    bus = 1;
+                    /* SIGBUS: the file shrank (it may have grown back since) or
+                       its storage failed. Reading the step again tells which:
+                       a short read, an error, or the bytes that are there now. */
+                    mapped = timed = 0;
                 } else if (r > 0) {
                     way.map_off = 1;  /* cannot be mapped: read this step and the rest */
                     mapped = 0;
@@ -525,21 +568,16 @@ static int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_
                 }
                 if (r < n) short_at = start + r;
             }
-            lm_way_time(&way, mapped, lm_now_ns() - t0, n);
+            if (timed) lm_way_time(&way, mapped, lm_now_ns() - t0, n);
             if (short_at >= 0) {
                 #pragma omp critical(lm_eof)
                 { if (short_at < end_at) end_at = short_at; }
             }
         }
         free(buf);
+        if (sized && !never_map && way.steps) lm_way_remember(&st, &way);
     }
     if (err) return err;
-    if (bus && end_at < there) {
-        /* SIGBUS: the file shrank under the mapping, or its storage failed */
-        int64_t now = 0;
-        if (lm_fd_size(fd, &now) != 0) return errno ? errno : EIO;
-        if (offset + end_at < now) return EIO;
-    }
     *got = end_at;
     return 0;
 }

@@ -352,6 +352,19 @@ def digest_file(fd: int, offset: int, length: int, block_size: int, seed: int,
     return got
 
 
+_WAYS = ("auto", "map", "read")
+_digest_way = "auto"
+
+
+def set_digest_way(way: str) -> str:
+    """Accepted for the compiled core's sake; the twin always reads. Returns the previous setting."""
+    global _digest_way
+    if way not in _WAYS:
+        raise InvalidInput(f"unknown digest way {way!r}", f"use one of {', '.join(_WAYS)}")
+    previous, _digest_way = _digest_way, way
+    return previous
+
+
 def compare_digests(a: np.ndarray, b: np.ndarray, changed_out: np.ndarray) -> int:
     """Set bit i of ``changed_out`` where digest rows a[i] and b[i] differ; return how many."""
     n = _check_digest_pair(a, b)

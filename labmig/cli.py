@@ -11,10 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from . import __version__
 from .errors import LabmigError
+
+# numpy's OpenBLAS starts worker threads that spin for a while after import,
+# each taking a core from whatever runs next (such as a copy's hashing);
+# labmig does no linear algebra, so one thread is all it needs.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # Order is the order of `labmig --help`.
 COMMAND_MODULES = (

@@ -29,8 +29,13 @@ block of a range may be short and is hashed as it is.
     digest_buffer(buf, block_size, seed, digests_out, zero_out=None, threads=0) -> nblocks
     digest_file(fd, offset, length, block_size, seed, digests_out, zero_out=None, threads=0)
         -> bytes that were there (less than length at an early EOF)
-        block i starts at offset + i*block_size; read with pread; compiled:
-        hashed without the GIL on ``threads`` threads (0 = every core)
+        block i starts at offset + i*block_size; compiled: hashed without the
+        GIL on ``threads`` threads (0 = every core), 8 MiB at a time, each piece
+        either hashed in place through a mapping or read first, whichever is
+        timed faster (pages cached in large folios map cheaply, others do not);
+        a file that shrinks meanwhile gives a short result, not a crash. The
+        twin reads with pread.
+    set_digest_way(way) -> previous           "auto" (default), "map" or "read"
     zero_out                                  bitmap: bit i set when block i is all zero
     compare_digests(a, b, changed_out) -> int sets bit i where rows differ
     zero_digest(length, seed) -> (low, high)  digest of ``length`` zero bytes
@@ -64,6 +69,7 @@ __all__ = [
     "popcount",
     "punch_hole",
     "set_bits",
+    "set_digest_way",
     "zero_digest",
 ]
 
@@ -95,3 +101,4 @@ digest_file = _impl.digest_file
 compare_digests = _impl.compare_digests
 zero_digest = _impl.zero_digest
 punch_hole = _impl.punch_hole
+set_digest_way = _impl.set_digest_way
