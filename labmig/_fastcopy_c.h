@@ -274,13 +274,23 @@ static int lm_threads(int want) {
     return want < 1 ? 1 : want;
 }
 
+/* Digest of bs zero bytes, streamed from a static page: no allocation. */
+static XXH128_hash_t lm_zero_digest(int64_t bs, uint64_t seed) {
+    static const unsigned char page[4096];
+    XXH3_state_t state;
+    XXH3_128bits_reset_withSeed(&state, seed);
+    for (int64_t done = 0; done < bs; done += (int64_t)sizeof page) {
+        int64_t n = bs - done < (int64_t)sizeof page ? bs - done : (int64_t)sizeof page;
+        XXH3_128bits_update(&state, page, (size_t)n);
+    }
+    return XXH3_128bits_digest(&state);
+}
+
 /* Digests of every block of a buffer; blocks are split over threads. */
 static void lm_digest_buffer(const unsigned char *buf, int64_t len, int64_t bs, uint64_t seed,
                              uint64_t *dig, uint64_t *zero_words, int nthreads) {
     int64_t nblocks = (len + bs - 1) / bs;
-    unsigned char *zeros = (unsigned char *)calloc(1, (size_t)bs);
-    XXH128_hash_t zd = XXH3_128bits_withSeed(zeros, (size_t)bs, seed);
-    free(zeros);
+    XXH128_hash_t zd = lm_zero_digest(bs, seed);
     int64_t b;
     #pragma omp parallel for schedule(static, 16) num_threads(nthreads) if (nblocks > 32)
     for (b = 0; b < nblocks; b++) {
@@ -463,21 +473,25 @@ static struct { dev_t dev; ino_t ino; lm_way_t way; } lm_way_memo[LM_WAY_MEMO];
 static int lm_way_memo_next = 0;
 static pthread_mutex_t lm_way_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The memo slot of a file, or -1; call with lm_way_lock held. */
+static int lm_way_slot(const struct stat *st) {
+    for (int i = 0; i < LM_WAY_MEMO; i++)
+        if (lm_way_memo[i].ino == st->st_ino && lm_way_memo[i].dev == st->st_dev) return i;
+    return -1;
+}
+
 static lm_way_t lm_way_recall(const struct stat *st) {
     lm_way_t way = {0, 0, 0, 0};
     pthread_mutex_lock(&lm_way_lock);
-    for (int i = 0; i < LM_WAY_MEMO; i++)
-        if (lm_way_memo[i].ino == st->st_ino && lm_way_memo[i].dev == st->st_dev) way = lm_way_memo[i].way;
+    int slot = lm_way_slot(st);
+    if (slot >= 0) way = lm_way_memo[slot].way;
     pthread_mutex_unlock(&lm_way_lock);
-    way.map_off = 0;
     return way;
 }
 
 static void lm_way_remember(const struct stat *st, const lm_way_t *way) {
     pthread_mutex_lock(&lm_way_lock);
-    int slot = -1;
-    for (int i = 0; i < LM_WAY_MEMO; i++)
-        if (lm_way_memo[i].ino == st->st_ino && lm_way_memo[i].dev == st->st_dev) slot = i;
+    int slot = lm_way_slot(st);
     if (slot < 0) {
         slot = lm_way_memo_next;
         lm_way_memo_next = (lm_way_memo_next + 1) % LM_WAY_MEMO;
@@ -514,10 +528,7 @@ static int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_
     int64_t nsteps = (there + step - 1) / step;
     int64_t buf_len = LM_READ_BUF >= bs ? LM_READ_BUF / bs * bs : bs;
     if (buf_len > (there + bs - 1) / bs * bs) buf_len = (there + bs - 1) / bs * bs;
-    unsigned char *zeros = (unsigned char *)calloc(1, (size_t)bs);
-    if (!zeros) return ENOMEM;
-    XXH128_hash_t zd = XXH3_128bits_withSeed(zeros, (size_t)bs, seed);
-    free(zeros);
+    XXH128_hash_t zd = lm_zero_digest(bs, seed);
     int never_map = !sized || lm_way_forced == 2 || (there < LM_MAP_MIN && lm_way_forced != 1);
     if (!never_map) lm_bus_guard();
     int err = 0;

@@ -264,9 +264,8 @@ class _Sender:
         self.seed = secrets.randbits(64)
         self.image_digest = xxhash.xxh3_128(seed=self.seed)
         self.buf = bytearray()  # grown to the largest extent read so far, up to MAX_EXTENT
-        # this window's extents in the order sent: (offset, length, digests), and their folded digests
+        # this window's extents in the order sent: (offset, length, digests)
         self.written: list[tuple[int, int, np.ndarray]] = []
-        self.written_folded = xxhash.xxh3_128(seed=self.seed)
         self.last_end_block = 0  # where the previous extent of this window's stream ended
 
     def wire(self, n: int) -> None:
@@ -328,7 +327,6 @@ class _Sender:
             self._send_runs(offset, n, changed, ours, is_zero=False)
             self.verify_written()
             self.written.clear()
-            self.written_folded.reset()
 
     def _send_runs(self, offset: int, n: int, bitmap: np.ndarray, ours: np.ndarray, is_zero: bool) -> None:
         bs = self.bs
@@ -347,11 +345,7 @@ class _Sender:
                     self.stats.extents += 1
                 else:
                     self._send_data(byte_off, byte_len, ours[first:first + nblocks])
-                self._written(byte_off, byte_len, ours[first:first + nblocks])
-
-    def _written(self, byte_off: int, byte_len: int, digests: np.ndarray) -> None:
-        self.written.append((byte_off, byte_len, digests.copy()))
-        self.written_folded.update(digests.astype("<u8", copy=False).tobytes())
+                self.written.append((byte_off, byte_len, ours[first:first + nblocks].copy()))
 
     def _send_data(self, byte_off: int, byte_len: int, digests: np.ndarray) -> None:
         bs, per = self.bs, max(MAX_EXTENT, self.bs) // self.bs * self.bs
@@ -392,7 +386,10 @@ class _Sender:
         self.wire(REQUEST_BYTES)
         theirs = self.dst.written_digest(self.bs, self.seed)
         self.wire(len(theirs))
-        if theirs == self.written_folded.digest():
+        folded = xxhash.xxh3_128(seed=self.seed)
+        for _, _, digests in self.written:
+            folded.update(digests.astype("<u8", copy=False).tobytes())
+        if theirs == folded.digest():
             return
         for byte_off, byte_len, digests in self.written:
             self.wire(REQUEST_BYTES)

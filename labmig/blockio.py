@@ -119,7 +119,7 @@ def digest_range(fd: int, offset: int, length: int, block_size: int, seed: int,
     n = (length + bs - 1) // bs
     if n == 0:
         return 0
-    size = os.fstat(fd).st_size
+    st = os.fstat(fd)
     segments: list[tuple[int, int]] = []
     for a, b in data_segments(fd, offset, end):
         if segments and a - segments[-1][1] < _SKIP_HOLES_FROM:
@@ -130,9 +130,9 @@ def digest_range(fd: int, offset: int, length: int, block_size: int, seed: int,
         segments[0] = (offset, segments[0][1])
     if segments and end - segments[-1][1] < _SKIP_HOLES_FROM:
         segments[-1] = (segments[-1][0], end)
-    if segments == [(offset, end)] or not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+    if segments == [(offset, end)] or not stat_mod.S_ISREG(st.st_mode):
         return core.digest_file(fd, offset, length, bs, seed, digests_out, zero_out, threads)
-    there = max(0, min(end, size) - offset)
+    there = max(0, min(end, st.st_size) - offset)
     full = there // bs  # whole blocks that exist; a short last block is always read
     # block ranges to read: data segments widened to whole blocks
     wanted = [((a - offset) // bs, min(n, (b - offset + bs - 1) // bs)) for a, b in segments]

@@ -16,6 +16,7 @@ import pytest
 
 from labmig import blockcopy
 from labmig.blockcopy import DIGEST_BYTES, REQUEST_BYTES, LocalDestination, delta_copy, is_incomplete
+from test_core_bitmap import ref_runs  # the runs oracle of the bitmap tests
 
 BS = 4096
 PATTERNS = 10_000
@@ -251,12 +252,7 @@ def test_wire_bytes_are_changed_bytes_plus_digests(workdir, seed):
     assert stats.blocks_sent == 9 and stats.bytes_sent == 9 * BS
     assert (workdir / "d").read_bytes() == bytes(src)
     # extents: runs of adjacent changed blocks; each header is gap<<1 and length as varints
-    runs = []
-    for b in changed:
-        if runs and runs[-1][0] + runs[-1][1] == b:
-            runs[-1][1] += 1
-        else:
-            runs.append([b, 1])
+    runs = ref_runs(changed)
     headers, end = 0, 0
     for first, n in runs:
         headers += len(leb128((first - end) << 1)) + len(leb128(n))
