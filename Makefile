@@ -1,7 +1,8 @@
 # The README's two commands. Each sets everything up on a fresh Debian machine (as root)
 # and is quick when everything is already there.
 #   make demo   the main job
-#   make test   the whole test suite, against the compiled core and the pure-Python twin
+#   make test   the whole test suite, against the pure-Python twin and the compiled
+#               core, and the core tests against the core built for each x86-64 level
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ PYTEST_ARGS ?=
 # someone is using under the default name is left alone).
 LAB ?= labmigtest
 
-.PHONY: setup demo test test-pure test-compiled bench clean
+.PHONY: setup demo test test-pure test-core-builds test-compiled bench clean
 
 setup: $(STAMPS)/venv
 
@@ -22,6 +23,8 @@ $(STAMPS)/system: scripts/install-system-packages.sh labmig/lab/host-packages.sh
 $(STAMPS)/venv: $(STAMPS)/system pyproject.toml setup.py labmig/_fastcopy.pyx labmig/_fastcopy_c.h
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# no object of an earlier build may be reused, whatever flags it had
+	rm -rf build/temp.* labmig/_fastcopy.c labmig/_fastcopy.*.so
 	$(PY) -m pip install -q -e '.[dev,lab,ui]'
 	$(PY) -c "import labmig._fastcopy"  # the compiled core must import
 	@mkdir -p $(STAMPS) && touch $@
@@ -29,8 +32,25 @@ $(STAMPS)/venv: $(STAMPS)/system pyproject.toml setup.py labmig/_fastcopy.pyx la
 demo: setup
 	$(PY) -m labmig.demo
 
+# Every stage runs even when one fails; the exit status says whether all passed.
 test: setup
+	@rc=0; \
+	$(MAKE) --no-print-directory test-pure || rc=1; \
+	$(MAKE) --no-print-directory test-core-builds || rc=1; \
+	$(MAKE) --no-print-directory test-compiled || rc=1; \
+	exit $$rc
+
+# The suite but the lab and browser tests, against the pure-Python twin.
+test-pure: setup
 	LABMIG_PUREPYTHON=1 $(PY) -m pytest -q -m "not lab and not browser" $(PYTEST_ARGS)
+
+# The core tests against the core built for this CPU and for each x86-64 level
+# (baseline, v3 = AVX2, v4 = AVX-512), each in a clean build directory.
+test-core-builds: setup
+	bash scripts/test-core-builds.sh $(PY)
+
+# The whole suite against the compiled core, on a fresh test lab.
+test-compiled: setup
 	$(PY) -m labmig lab clean --name $(LAB)
 	$(PY) -m labmig lab up --name $(LAB)
 	LABMIG_LAB=$(LAB) $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \

@@ -8,6 +8,7 @@ test oracle); :mod:`labmig.core` documents the contract and picks one of them.
                      fetch_and_clear, bitmap_or, bitmap_andnot, set_bits
     block kernels    digest_buffer, digest_file, compare_digests, zero_digest,
                      punch_hole, set_digest_way
+    build            BUILD_TARGET, BUILD_FEATURES
 
 The loops themselves are C, in ``_fastcopy_c.h``; this module checks the
 arguments, releases the GIL and calls them. Argument checking is shared with the twin (``_purecopy._check_*``) so both raise
@@ -40,11 +41,22 @@ cdef extern from "_fastcopy_c.h":
     int lm_digest_fd(int fd, int64_t offset, int64_t len, int64_t bs, uint64_t seed,
                      uint64_t *dig, uint64_t *zero_words, int nthreads, int64_t *got) nogil
     int lm_punch_hole(int fd, int64_t offset, int64_t len) nogil
+    ctypedef struct XXH128_hash_t:
+        uint64_t low64
+        uint64_t high64
+    XXH128_hash_t lm_zero_digest_soiled(int64_t bs, uint64_t seed) nogil
     int lm_way_forced
     long lm_bus_caught
+    const char *lm_build_target
+    const char *lm_build_features
 
 
 lm_init_tables()
+
+#: The CPU target this binary was built for (``LABMIG_MARCH`` in setup.py).
+BUILD_TARGET = (<bytes>lm_build_target).decode()
+#: Instruction-set paths the compiler could use (``popcnt``, ``avx2``, ``avx512f`` ...; ``openmp``).
+BUILD_FEATURES = tuple((<bytes>lm_build_features).decode().split())
 
 # ---------------------------------------------------------------- bitmaps
 
@@ -342,3 +354,9 @@ def set_digest_way(way):
 def _sigbus_caught():
     """How many SIGBUS (a file shrinking under a mapping) were turned into short results."""
     return lm_bus_caught
+
+
+def _zero_digest_on_soiled_stack(block_size, seed):
+    """The C zero digest computed where a frame full of ``seed`` was just left (for the tests)."""
+    cdef XXH128_hash_t h = lm_zero_digest_soiled(_check_block_size(block_size), _twin._check_seed(seed))
+    return int(h.low64), int(h.high64)

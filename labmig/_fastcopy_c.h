@@ -14,6 +14,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -30,6 +31,37 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+
+/* What this binary was built for (setup.py defines the target), and the
+   instruction-set paths the compiler was allowed to take: a test run checks
+   it loaded the build it means to test. */
+#ifndef LABMIG_BUILD_TARGET
+#define LABMIG_BUILD_TARGET "unknown"
+#endif
+static const char lm_build_target[] = LABMIG_BUILD_TARGET;
+static const char lm_build_features[] = ""
+#ifdef __POPCNT__
+    " popcnt"
+#endif
+#ifdef __SSE4_2__
+    " sse4.2"
+#endif
+#ifdef __AVX2__
+    " avx2"
+#endif
+#ifdef __AVX512F__
+    " avx512f"
+#endif
+#ifdef __AVX512BW__
+    " avx512bw"
+#endif
+#ifdef __AVX512VBMI2__
+    " avx512vbmi2"
+#endif
+#ifdef _OPENMP
+    " openmp"
+#endif
+    ;
 
 #ifndef LM_COMPRESS_MIN
 #define LM_COMPRESS_MIN 1
@@ -274,16 +306,43 @@ static int lm_threads(int want) {
     return want < 1 ? 1 : want;
 }
 
-/* Digest of bs zero bytes, streamed from a static page: no allocation. */
-static XXH128_hash_t lm_zero_digest(int64_t bs, uint64_t seed) {
+/* Digest of bs zero bytes, streamed from a static page: no allocation.
+
+   The state lives on the stack, so it is zeroed before the seeded reset:
+   XXH3_128bits_reset_withSeed skips deriving the seed's secret when the
+   state's seed field already equals the seed, and an uninitialised field
+   holds whatever the last frame there left. A previous call with the same
+   seed leaves exactly that, with a secret that other frames may have
+   overwritten since; the zero digest then came out wrong (seen with the core
+   built for x86-64-v3, whose frames differ from the other builds'). */
+static __attribute__((noinline)) XXH128_hash_t lm_zero_digest(int64_t bs, uint64_t seed) {
     static const unsigned char page[4096];
     XXH3_state_t state;
+    memset(&state, 0, sizeof state);
     XXH3_128bits_reset_withSeed(&state, seed);
     for (int64_t done = 0; done < bs; done += (int64_t)sizeof page) {
         int64_t n = bs - done < (int64_t)sizeof page ? bs - done : (int64_t)sizeof page;
         XXH3_128bits_update(&state, page, (size_t)n);
     }
     return XXH3_128bits_digest(&state);
+}
+
+/* For the tests: leaves a stack frame where the next call's frame will sit,
+   laid out so that any 64-byte-aligned XXH3_state_t there would read seed as
+   its seed field, NULL as its external secret and junk as its secret: the
+   leftovers that made a seeded reset skip deriving the secret. */
+static __attribute__((noinline)) void lm_soil_stack(uint64_t seed) {
+    volatile uint64_t junk[1024];
+    for (int i = 0; i < 1024; i++) {
+        uintptr_t in_line = (uintptr_t)&junk[i] % 64;
+        if (in_line == offsetof(XXH3_state_t, seed) % 64) junk[i] = seed;
+        else if (in_line == offsetof(XXH3_state_t, extSecret) % 64) junk[i] = 0;
+        else junk[i] = 0x5a5a5a5a5a5a5a5aULL;
+    }
+}
+static __attribute__((noinline)) XXH128_hash_t lm_zero_digest_soiled(int64_t bs, uint64_t seed) {
+    lm_soil_stack(seed);
+    return lm_zero_digest(bs, seed);
 }
 
 /* Digests of every block of a buffer; blocks are split over threads. */
