@@ -9,13 +9,21 @@
 Words follow virsh and Nova: --bandwidth, --max-downtime, --postcopy,
 --auto-converge, --compression, --parallel-connections, --block-migration
 (virsh --copy-storage-all), --no-persist, --keep-source.
+
+While a live migration runs, SIGTERM and SIGHUP (``kill PID``, a closed terminal, a
+supervisor stopping labmig) stop it as Ctrl-C does: the job is aborted and rolled back,
+and the command exits with 128 + the signal's number. Killed outright instead, labmig
+left libvirt's job running with nobody to steer, time out or abort it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
-from typing import Any
+import signal
+import sys
+from typing import Any, Iterator
 
 from ..errors import InvalidInput, LabmigError
 from ..units import format_duration
@@ -136,6 +144,43 @@ def find_source(vm: str, hosts: list[Any]) -> Any:
                        "`labmig status` lists the VMs on each host")
 
 
+class Terminated(KeyboardInterrupt):
+    """A stop signal other than Ctrl-C; handled as Ctrl-C is (abort, roll back)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_signals_roll_back() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread.
+
+    Only the first one does: the abort and rollback it starts are bounded in time, and a
+    second signal must not cut them short. A signal the caller set to be ignored (nohup)
+    stays ignored.
+    """
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise Terminated(signum)
+
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def cmd_migrate_live(args: argparse.Namespace) -> int:
     from ..hosts import resolve_host
     from ..live.migration import LiveMigration
@@ -166,7 +211,11 @@ def cmd_migrate_live(args: argparse.Namespace) -> int:
                     print(check.line())
             return 0
         try:
-            result = mig.run()
+            with stop_signals_roll_back():
+                result = mig.run()
+        except Terminated as exc:
+            print(f"labmig migrate: stopped by {exc}: the migration was aborted", file=sys.stderr)
+            return 128 + exc.signum
         finally:
             progress.close()
     if args.timeline_csv:

@@ -224,7 +224,7 @@ class LiveMigration:
             self._monitor(worker)
         except KeyboardInterrupt as exc:
             outcome_error = exc
-            self.abort("interrupted (Ctrl-C)")
+            self.abort(f"interrupted ({str(exc) or 'Ctrl-C'})")
             self._wait_worker(worker_error)
         except LabmigError as exc:
             outcome_error = exc

@@ -6,13 +6,15 @@
                    probes and domain events (iteration, job completed) need
 
 A call that times out keeps running in its daemon thread (libvirt offers no way
-to cancel it); the caller moves on, and the connection is treated as lost.
+to cancel it); the caller moves on, and the connection is treated as lost. The
+thread is a daemon so that a call stuck for good cannot keep the process from
+exiting (a ThreadPoolExecutor's workers are joined at exit: a `labmig migrate`
+stopped by Ctrl-C then hung as long as the stuck call did).
 """
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from typing import Any, Callable, TypeVar
 
 from ..errors import LabmigError
@@ -63,14 +65,23 @@ class Watchdog:
     def call(self, what: str, fn: Callable[..., T], *args: Any,
              timeout: float | None = None, **kwargs: Any) -> T:
         limit = self.timeout if timeout is None else timeout
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libvirt-call")
-        future = pool.submit(fn, *args, **kwargs)
-        pool.shutdown(wait=False)
-        try:
-            return future.result(timeout=limit)
-        except FutureTimeout:
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the caller below
+                outcome["error"] = exc
+
+        helper = threading.Thread(target=run, name=f"libvirt-call: {what}", daemon=True)
+        helper.start()
+        helper.join(limit)
+        if helper.is_alive():
             log.warning("%s did not answer within %.1f s", what, limit)
             raise HostUnresponsive(
-                f"{what} did not answer within {limit:.0f} s",
+                f"{what} did not answer within {limit:g} s",
                 "the libvirt daemon may be dead or the link cut; check it (labmig status) and retry",
-            ) from None
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
