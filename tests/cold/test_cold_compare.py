@@ -48,12 +48,9 @@ def test_cli_compare_simulate_json():
 
 @pytest.mark.lab
 @pytest.mark.slow
-def test_compare_on_the_lab(tmp_path):
+def test_compare_on_the_lab(lab, tmp_path):
     from labmig.cold.trials import make_guest
-    from labmig.lab import LocalLab
 
-    lab = LocalLab()
-    lab.up()
     make_guest(lab, "cmpt", 62)
     try:
         env = dict(os.environ, LABMIG_JOURNAL_DIR=str(tmp_path))

@@ -1,5 +1,8 @@
 """Cold migration on the real local lab: disk moved, delta on the way back, confirm/revert,
-verification stops before define, helper refusals over real ssh, kill at every step + recover."""
+verification stops before define, helper refusals over real ssh, kill at every step + recover.
+
+The ``lab`` fixture and the guard that restores the lab after every test are in tests/conftest.py.
+"""
 import os
 
 import pytest
@@ -13,17 +16,6 @@ pytestmark = pytest.mark.lab
 BLOCK = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def lab():
-    if os.geteuid() != 0:
-        pytest.fail("the lab tests need root; run `make test` as root")
-    from labmig.lab import LocalLab
-
-    lab = LocalLab()
-    lab.up()
-    return lab
-
-
 @pytest.fixture
 def journal(tmp_path, monkeypatch):
     monkeypatch.setenv("LABMIG_JOURNAL_DIR", str(tmp_path / "journal"))
@@ -31,7 +23,8 @@ def journal(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def guest(lab, request):
+def guest(lab):
+    """coldt: a local disk with 8 MiB of random data, booted on lab1; removed after the test."""
     g = make_guest(lab, "coldt", 61)
     yield g
     lab.remove_guest("coldt")

@@ -3,12 +3,15 @@
 What the issue asks to see, for real: a dirtying guest moved repeatedly with no memory
 error, downtime consistent with what a client saw; non-convergence detected and resolved
 three ways; the fault matrix rolled back; shared storage next to block migration; bad
-input refused before anything changes. Guests here are named live-* (indexes 51-53).
+input refused before anything changes; Ctrl-C and SIGTERM roll back. Guests here are named
+live-* (indexes 51-53). The ``lab`` fixture and the guard that restores the lab after every
+test are in tests/conftest.py.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,21 +23,12 @@ from labmig.errors import PrecheckFailed
 from labmig.live import LiveMigration, LiveOptions, LivePlan
 from labmig.live.faultcases import FAULT_CASES, migrate, run_case
 from labmig.live.probe import LabClientProbe
+from labstate import communicate, describe, remove_guest, run_cli, wait_until
 
 pytestmark = pytest.mark.lab
 MiB = 2**20
 DIRTY = 12_000_000            # bytes/s the guest rewrites: more than a 10 MiB/s link carries
 SLOW = 10 * MiB
-
-
-@pytest.fixture(scope="module")
-def lab():
-    from labmig.lab import LocalLab
-
-    lab = LocalLab()
-    if not lab.is_up():
-        pytest.fail(f"lab {lab.name!r} is not up: run `labmig lab up --name {lab.name}` first")
-    return lab
 
 
 def _fresh_guest(lab, name, index, disk="shared", start_host="lab1", wait=True):
@@ -50,28 +44,15 @@ def _fresh_guest(lab, name, index, disk="shared", start_host="lab1", wait=True):
 
 @pytest.fixture(scope="module")
 def guest(lab):
+    """live-a, shared disk, dirtying faster than SLOW carries: running on one host before every test
+    (after a failed one the lab guard puts it back)."""
     g = _fresh_guest(lab, "live-a", 51)
     yield g
-    _remove(lab, g.name)
-
-
-def _remove(lab, name):
-    for _ in range(3):   # a domain may vanish between lookup and undefine while a job ends
-        try:
-            lab.remove_guest(name)
-            return
-        except Exception:
-            time.sleep(2)
-    lab.remove_guest(name)
+    remove_guest(lab, g.name)
 
 
 def other(host):
     return "lab2" if host == "lab1" else "lab1"
-
-
-def labmig_cli(*args, lab):
-    return subprocess.run([sys.executable, "-m", "labmig", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "LABMIG_LAB": lab.name})
 
 
 def _trace(result) -> str:
@@ -85,10 +66,8 @@ def assert_moved(guest, result, dst):
     assert result.completed, f"{result.message} | {_trace(result)}"
     assert guest.where() == {dst: "running"}, guest.where()      # on the destination only
     seq = len(guest.console(dst).heartbeats)
-    deadline = time.monotonic() + 20
-    while len(guest.console(dst).heartbeats) < seq + 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert len(guest.console(dst).heartbeats) >= seq + 2, "guest heartbeats stopped after the move"
+    wait_until(lambda: len(guest.console(dst).heartbeats) >= seq + 2, 20,
+               f"two more heartbeats of {guest.name} on {dst} after the move", guest.lab, interval=0.5)
     assert guest.stat()["errors"] == 0
     assert all(guest.console(h).reported_errors == 0 for h in ("lab1", "lab2"))
 
@@ -102,7 +81,7 @@ def test_dirtying_guest_moves_repeatedly_without_memory_errors(lab, guest):
         if run < 2:
             result = migrate(guest, src, dst, probe=True)
         else:  # the last one through the command line, as a student would
-            proc = labmig_cli("migrate", "live", guest.name, "--to", dst, "--json", lab=lab)
+            proc = run_cli("migrate", "live", guest.name, "--to", dst, "--json", lab=lab)
             assert proc.returncode == 0, proc.stderr
             from labmig.model import MigrationResult
             result = MigrationResult.from_json(proc.stdout)
@@ -210,7 +189,7 @@ def test_shared_storage_and_block_migration_side_by_side(lab, guest):
                           ("disk bytes", lambda r: f"{r.bytes_by_phase.get('disk', 0) / MiB:.1f} MiB")):
             print(f"{label:<16} {fn(shared):>15}   {fn(block):>15}")
     finally:
-        _remove(lab, local.name)
+        remove_guest(lab, local.name)
 
 
 def test_bad_input_is_refused_before_anything_changes(lab, guest):
@@ -223,7 +202,7 @@ def test_bad_input_is_refused_before_anything_changes(lab, guest):
         (("migrate", "live", guest.name, "--to", dst, "--bandwidth", "fast"), 2, "cannot read rate"),
     ]
     for args, code, words in cases:
-        proc = labmig_cli(*args, lab=lab)
+        proc = run_cli(*args, lab=lab)
         assert proc.returncode == code, (args, proc.stderr)
         assert words in proc.stderr and "hint:" in proc.stderr, proc.stderr
         assert guest.where() == {src: "running"}
@@ -244,16 +223,17 @@ def test_already_migrating_and_abort_from_the_cli(lab, guest):
     thread = threading.Thread(target=slow)
     thread.start()
     try:
-        assert started.wait(30)
-        proc = labmig_cli("migrate", "live", guest.name, "--to", dst, lab=lab)
+        wait_until(lambda: started.is_set() or not thread.is_alive(), 30, "the background migration's first sample", lab)
+        assert started.is_set(), "the background migration ended before its first sample"
+        proc = run_cli("migrate", "live", guest.name, "--to", dst, lab=lab)
         assert proc.returncode == 3 and "already migrating" in proc.stderr, proc.stderr
         with pytest.raises(PrecheckFailed, match="already migrating"):
             with LiveMigration(LivePlan(guest.name, src, dst)):
                 pass
-        status = json.loads(labmig_cli("status", "--json", lab=lab).stdout)
+        status = json.loads(run_cli("status", "--json", lab=lab).stdout)
         jobs = [vm for h in status for vm in h["vms"] if vm["name"] == guest.name and "job" in vm]
         assert jobs and jobs[0]["job"]["memory_done_pct"] >= 0
-        proc = labmig_cli("abort", guest.name, lab=lab)
+        proc = run_cli("abort", guest.name, lab=lab)
         assert proc.returncode == 0, proc.stderr
     except BaseException:
         if "mig" in holder:
@@ -261,6 +241,7 @@ def test_already_migrating_and_abort_from_the_cli(lab, guest):
         raise
     finally:
         thread.join(120)
+    assert not thread.is_alive(), f"the aborted migration had not ended 120 s later\n{describe(lab)}"
     assert str(holder["result"].outcome) == "aborted"
     assert guest.where() == {src: "running"}
 
@@ -284,39 +265,48 @@ def test_destination_without_the_guests_bridge_is_refused(lab):
             conn.defineXML(xml).create()
         finally:
             conn.close()
-        proc = labmig_cli("migrate", "live", spec.name, "--to", "lab2", lab=lab)
+        proc = run_cli("migrate", "live", spec.name, "--to", "lab2", lab=lab)
         assert proc.returncode == 3, proc.stderr
         assert "bridge 'brx' is missing on lab2" in proc.stderr and "hint:" in proc.stderr
         assert g.where() == {"lab1": "running"}
     finally:
         if g is not None:
-            _remove(lab, "live-c")
+            remove_guest(lab, "live-c")
         lab1.run(["ip", "link", "del", "brx"], check=False)
 
 
-def test_ctrl_c_rolls_back(lab, guest):
-    import signal
+@pytest.mark.parametrize("signum, code, words", [(signal.SIGINT, 130, "interrupted"),
+                                                 (signal.SIGTERM, 128 + signal.SIGTERM, "stopped by SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_stop_signal_rolls_back(lab, guest, signum, code, words):
+    """Ctrl-C (SIGINT), or SIGTERM as `kill` sends, mid-copy: the command ends, the VM stays on its source.
 
+    The command starts as a terminal's foreground job would, with SIGINT at its default action
+    (``env --default-signal=INT``): a test run started in the background by a non-interactive shell
+    inherits SIGINT *ignored*, and so would the command, which then never saw the signal (the
+    test waited 120 s and left the migration running, the guest on two hosts for minutes).
+    """
     src = guest.running_on()
     dst = other(src)
-    proc = subprocess.Popen([sys.executable, "-m", "labmig", "migrate", "live", guest.name, "--to", dst,
-                             "--bandwidth", "10MiB/s", "--policy", "wait"],
+    proc = subprocess.Popen(["env", "--default-signal=INT", sys.executable, "-m", "labmig", "migrate", "live",
+                             guest.name, "--to", dst, "--bandwidth", "10MiB/s", "--policy", "wait"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "LABMIG_LAB": lab.name})
     conn = lab.host(src).connect()
     try:
         dom = conn.lookupByName(guest.name)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not dom.jobStats().get("memory_processed"):
-            time.sleep(0.2)
-        assert dom.jobStats().get("memory_processed"), "the migration did not start"
+        wait_until(lambda: dom.jobStats().get("memory_processed") or proc.poll() is not None, 60,
+                   "the migration's first bytes", lab)
+        assert proc.poll() is None, f"the command ended before the migration started: {proc.communicate()[1]}"
     finally:
         conn.close()
     time.sleep(1.0)   # well into pass 1
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    _, err = communicate(proc, 120, f"`labmig migrate live` after {signal.Signals(signum).name}", lab)
+    print(f"\n{signal.Signals(signum).name}: the command ended {time.monotonic() - sent:.1f} s after the signal")
+    assert proc.returncode == code, err
+    assert words in err
     assert guest.where() == {src: "running"}
 
 
@@ -354,7 +344,7 @@ def test_multifd_compression_refused_where_libvirt_lacks_it(lab, guest):
         conn.close()
     if version >= 9_001_000:
         pytest.skip(f"libvirt {version} may know zstd; the refusal is for 9.0")
-    proc = labmig_cli("migrate", "live", guest.name, "--to", other(src), "--compression", "zstd",
+    proc = run_cli("migrate", "live", guest.name, "--to", other(src), "--compression", "zstd",
                       "--parallel-connections", "2", lab=lab)
     assert proc.returncode == 3 and "does not know zstd" in proc.stderr and "hint:" in proc.stderr
     assert guest.where() == {src: "running"}

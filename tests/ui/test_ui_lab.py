@@ -1,39 +1,26 @@
 """The panel on the real local lab: a migration from the panel, and Abort from the panel.
 
-Needs the lab ($LABMIG_LAB, brought up by `make test`; run alone, the fixture brings it up).
-Where the VM is afterwards is asked of libvirt on both hosts, not of labmig's own result.
+Needs the lab ($LABMIG_LAB, brought up by `make test`; run alone, the ``lab`` fixture brings
+it up). Where the VM is afterwards is asked of libvirt on both hosts, not of labmig's own result.
+The panel makes its VM; the lab guard (tests/conftest.py) removes it after each test.
 """
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
 
 from labmig.model import Outcome
+from labstate import describe, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 VM = "uipanel"
 
 
-@pytest.fixture(scope="module")
-def lab():
-    if os.geteuid() != 0:
-        pytest.fail("the lab tests need root (namespaces, libvirtd); run `make test` as root")
-    from labmig.lab import LocalLab
-
-    lab = LocalLab()
-    lab.up()
-    yield lab
-    try:
-        lab.remove_guest(VM)
-    except Exception:
-        pass
-
-
 @pytest.fixture
 def panel(lab):
+    """A panel on the test lab ($LABMIG_LAB, set for the session by tests/conftest.py)."""
     pytest.importorskip("ipywidgets")
     from labmig.widgets.views import MigrationPanel
 
@@ -45,10 +32,18 @@ def _states(lab) -> dict[str, str]:
     return lab.guest(VM).where()
 
 
+def _wait(run, lab, timeout: float):
+    """The run's result; a run still going after ``timeout`` s fails the test with the lab's state."""
+    try:
+        return run.wait(timeout=timeout)
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}\n{describe(lab)}", pytrace=False)
+
+
 def test_migrate_from_the_panel_moves_the_vm_and_shows_measured_figures(lab, panel):
     panel.migrate_button.click()
     run = panel.controller.current
-    result = run.wait(timeout=300)
+    result = _wait(run, lab, 300)
     assert result.completed, result.message
     source, destination = run.params.source, run.params.destination
     assert _states(lab) == {destination: "running"}, "the VM must run on the destination only"
@@ -72,10 +67,11 @@ def test_abort_from_the_panel_leaves_the_vm_on_the_source(lab, panel):
     panel.migrate_button.click()
     run = panel.controller.current
     source, destination = run.params.source, run.params.destination
-    assert started.wait(120), "no timeline points from the running migration"
+    wait_until(lambda: started.is_set() or not run.running, 120, "five timeline points of the running migration", lab)
+    assert started.is_set(), f"the migration ended before its fifth point: {run.wait(timeout=0).message}"
     assert run.running
     panel.abort_button.click()
-    result = run.wait(timeout=180)
+    result = _wait(run, lab, 180)
     assert result.outcome in (Outcome.ABORTED, Outcome.ROLLED_BACK), result.message
     assert _states(lab) == {source: "running"}, "the VM must run on the source only"
     assert 'data-outcome="%s"' % result.outcome in panel.result.value
@@ -84,6 +80,6 @@ def test_abort_from_the_panel_leaves_the_vm_on_the_source(lab, panel):
     panel.dirty_rate.value = "2MiB/s"
     panel.bandwidth.value = "64MiB/s"
     panel.migrate_button.click()
-    again = panel.controller.current.wait(timeout=300)
+    again = _wait(panel.controller.current, lab, 300)
     assert again.completed, again.message
     assert _states(lab) == {destination: "running"}
