@@ -13,6 +13,7 @@ import pytest
 from labmig.errors import LabError
 from labmig.lab import SHARED_DISK_MIGRATE_FLAGS, GuestSpec, LocalLab, inject
 from labmig.lab.guest import heartbeat_socket, netns_socket, wait_for
+from labstate import side_lab
 
 pytestmark = pytest.mark.lab
 MiB = 2**20
@@ -286,7 +287,7 @@ def test_fault_fill_disk_makes_the_image_dir_full(lab):
 
 @pytest.mark.slow
 def test_a_second_lab_runs_beside_and_clean_after_a_crash_leaves_nothing(lab):
-    other = LocalLab("labmigdc")
+    other = LocalLab(side_lab("dc"))   # derived from the test lab's name: two sessions never share it
     other.clean()
     other.up(install=False)
     try:
@@ -307,12 +308,12 @@ def test_a_second_lab_runs_beside_and_clean_after_a_crash_leaves_nothing(lab):
     assert removed
     assert wait_for(lambda: not _running(qemu), 5)
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "labmigdc-" not in netns
+    assert f"{other.name}-" not in netns
     from labmig.lab import netns as nsmod
     assert nsmod.lab_pids(other.plan) == []
     assert probe.proc.wait(5) is not None
     mounts = Path("/proc/self/mountinfo").read_text()
-    assert "/labmigdc" not in mounts
+    assert f"/{other.name}/" not in mounts
     assert not other.plan.run_dir.exists() and not other.plan.state_dir.exists()
     # The lab under test was not touched.
     assert lab.is_up() and lab.status()["up"]

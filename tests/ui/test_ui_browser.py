@@ -3,7 +3,8 @@
 Runs every cell, presses Migrate on the panel, waits for the result table and checks the figures
 it shows: against the simulator re-run here with the parameters read off the form (it is
 deterministic) when the panel used the simulator, against the run's own invariants on the lab.
-Saves screenshots of the panel in build/ui-screenshots/.
+Saves screenshots of the panel in build/ui-screenshots/. JupyterLab and its kernels use the
+test lab ($LABMIG_LAB, set for the session by tests/conftest.py), never labmig's default lab.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 
 import pytest
 
+from labstate import TEST_LAB, cmdline, descendants, environment
 from ui_harness import CHROMIUM, REPO, JupyterLabServer, chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -34,7 +36,8 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def jupyterlab(tmp_path_factory):
+    """`jupyter lab` serving a copy of the notebooks, for this module."""
     problem = _missing()
     if problem:
         pytest.fail(problem)  # CI installs both; a silent skip would hide a broken set-up
@@ -43,13 +46,13 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(lab, tmp_path_factory):
+def page(jupyterlab, tmp_path_factory):
     """Notebook 01 open in Chromium with every cell run."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     with chromium(tmp_path_factory.mktemp("chromium")) as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1800})
         try:
-            page.goto(lab.lab_url(NOTEBOOK))
+            page.goto(jupyterlab.lab_url(NOTEBOOK))
             page.wait_for_selector(".jp-Notebook", timeout=120_000)
             _run_all_cells(page)
             yield page
@@ -107,6 +110,18 @@ def test_notebook_01_runs_clean_in_jupyterlab(page):
                           has_text="Traceback")
     assert errors.count() == 0, errors.first.inner_text()
     assert page.locator(".labmig-comparison .labmig-compare").count() == 1
+
+
+def test_jupyterlab_and_its_kernel_use_the_test_lab(jupyterlab, page):
+    server = jupyterlab.proc.pid
+    kernels = [pid for pid in descendants(server) if "ipykernel" in cmdline(pid)]
+    assert kernels, f"no kernel runs under JupyterLab: {[cmdline(p) for p in descendants(server)]}"
+    for pid in [server, *kernels]:
+        assert environment(pid).get("LABMIG_LAB") == TEST_LAB, cmdline(pid)
+    # What the kernel itself resolved: the panel names the lab it looked for.
+    status = page.locator(".labmig-panel").first.locator(".widget-html", has_text="lab").first.inner_text()
+    if os.geteuid() == 0:
+        assert f"lab '{TEST_LAB}'" in status, status
 
 
 def test_migrate_button_shows_checked_result_and_timeline(page):

@@ -1,16 +1,20 @@
 """Every lab notebook runs top to bottom with nbclient, and keeps its code short.
 
 The notebooks are the lab exercises: a cell that fails here fails in front of a student. The
-ones that prefer the local lab fall back to the simulator when it is not up, and say so.
+ones that prefer the local lab fall back to the simulator when it is not up, and say so. Their
+kernels use the test lab ($LABMIG_LAB, set for the session by tests/conftest.py), never labmig's
+default lab; while it is up the lab guard puts it back after each notebook.
 """
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from labstate import DEFAULT_LAB, TEST_LAB
 from ui_harness import NOTEBOOKS, run_notebook
 
 NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
@@ -41,7 +45,20 @@ def test_notebook_has_no_helper_code(path: Path):
                 assert size <= MAX_FUNCTION_LINES, f"{path.name}: helper {node.name} belongs in labmig"
 
 
+def test_a_notebook_kernel_looks_for_the_test_lab(tmp_path: Path):
+    cell = ("from labmig.lab import LocalLab\nfrom labmig.widgets.backends import resolve_backend\n"
+            "print(LocalLab().name)\nprint(resolve_backend()[1])")
+    path = tmp_path / "which-lab.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)]), path)
+    nb = run_notebook(path, tmp_path, timeout=120)
+    name, why = "".join(o.get("text", "") for o in nb.cells[0].outputs).splitlines()[:2]
+    assert name == TEST_LAB != DEFAULT_LAB
+    if os.geteuid() == 0:      # otherwise the answer is "the local lab needs root", with no name
+        assert f"lab '{TEST_LAB}'" in why, why
+
+
 @pytest.mark.slow
+@pytest.mark.uses_lab
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path):
     nb = run_notebook(path, tmp_path, timeout=900)
