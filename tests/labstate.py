@@ -660,5 +660,22 @@ def footprint_changes(before: dict[str, dict], after: dict[str, dict]) -> dict[s
     return changes
 
 
+def other_labs_verdict(changes: dict[str, str], test_lab: str = TEST_LAB) -> tuple[str | None, list[str]]:
+    """(failure, warnings) for ``footprint_changes()`` of the labs other than the test lab.
+
+    A change to the default lab fails the run: nothing but a test falling back to labmig's
+    default name reaches it. A change to another lab is a warning, since another session
+    (another engineer's `make test` with its own lab) may be using it meanwhile.
+    """
+    others = [f"lab {name!r} changed during the run (a test touched it, unless another session uses it: "
+              f"then list it in LABMIG_TEST_SHARED_LABS): {words}"
+              for name, words in changes.items() if name != DEFAULT_LAB]
+    failure = None
+    if DEFAULT_LAB in changes:
+        failure = (f"the default lab {DEFAULT_LAB!r} changed during the run: {changes[DEFAULT_LAB]}. "
+                   f"Every test must use only the test lab {test_lab!r}.")
+    return failure, others
+
+
 __all__ = ["TEST_LAB", "DEFAULT_LAB", "side_lab", "Snapshot", "snapshot", "describe", "restore", "ChildProcesses",
-           "remove_guest", "cmdline", "descendants", "environment", "wait_until", "communicate", "run_cli", "footprints", "footprint_changes", "LabUnresponsive"]
+           "remove_guest", "cmdline", "descendants", "environment", "wait_until", "communicate", "run_cli", "footprints", "footprint_changes", "other_labs_verdict", "LabUnresponsive"]

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from labstate import DEFAULT_LAB, TEST_LAB, footprint, footprint_changes, side_lab
+from labstate import DEFAULT_LAB, TEST_LAB, footprint, footprint_changes, other_labs_verdict, side_lab
 
 
 def test_the_session_names_the_test_lab_for_every_process_it_starts():
@@ -39,3 +39,12 @@ def test_footprint_of_an_absent_lab_is_empty_and_changes_are_said_in_words():
     changes = footprint_changes({"a": absent, "b": absent}, {"a": moved, "c": absent})
     assert changes["b"] == "disappeared during the run" and changes["c"] == "appeared during the run"
     assert changes["a"].startswith("lab2: ") and "'labvm': '7'" in changes["a"]
+
+
+def test_a_changed_default_lab_fails_the_run_and_another_lab_warns():
+    changes = {DEFAULT_LAB: "lab2: running {} -> {'labvm': '3'}", "otherlab": "appeared during the run"}
+    failure, others = other_labs_verdict(changes)
+    assert failure.startswith(f"the default lab {DEFAULT_LAB!r} changed during the run: lab2: running")
+    assert TEST_LAB in failure
+    assert len(others) == 1 and others[0].startswith("lab 'otherlab' changed") and "LABMIG_TEST_SHARED_LABS" in others[0]
+    assert other_labs_verdict({}) == (None, [])
