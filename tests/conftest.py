@@ -123,7 +123,16 @@ def _not_as_before(before: labstate.Snapshot, after: labstate.Snapshot) -> list[
 
 @pytest.fixture(autouse=True)
 def lab_guard(request):
-    """See the module's docstring: the lab in a known state before and after each lab test."""
+    """Around each test marked lab or browser (or uses_lab while the test lab is up), guarantees:
+
+    * before it: the lab is in a known state (every daemon answers, link up, no job, no guest
+      active on two hosts, no filled disk); one left otherwise is repaired, or the test fails
+      at once saying why, instead of timing out on it;
+    * after it, passed or failed: processes it started are ended (with their process groups),
+      then ``labstate.restore()`` puts the lab back as it was before the test (its guests
+      running on exactly one host, the ones it made removed, jobs aborted, link and disks as
+      before, daemons running); what could not be restored fails the test's teardown.
+    """
     item = request.node
     lab = None
     if _guarded(item):

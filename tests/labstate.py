@@ -8,11 +8,14 @@
                         shaping) and filled image directories; every libvirt call time-limited
     describe()          a snapshot in words: what an assertion message says about the lab
     restore()           put the lab back: daemons, link, disks, jobs, domains (see there)
+    remove_guest()      lab.remove_guest(), tried again while an ending job makes the domain vanish
     ChildProcesses      the processes this pytest process started: ends those a test left
+    cmdline(), environment(), descendants()   what /proc says of a process
     wait_until(), communicate(), run_cli()   waits that, when they time out, fail with what
                         the lab looked like at that moment
-    footprint()         what a lab has on this machine, read from files only (no daemon is
-                        asked): the session check that no other lab was touched uses it
+    footprint(), footprints(), footprint_changes(), other_labs_verdict()
+                        what a lab has on this machine, read from files only (no daemon is
+                        asked), and the session check that no other lab was touched
 
 The fixtures built on these are in tests/conftest.py.
 """
@@ -75,6 +78,8 @@ def _limited(what: str, fn: Callable[..., Any], *args: Any, timeout: float = CAL
 
 @dataclass(frozen=True)
 class Job:
+    """A domain's running job (libvirt's statistics; on a migration's destination only its kind)."""
+
     operation: str            # "migration out", "migration in", or libvirt's number for others
     elapsed: float
     iteration: int
@@ -83,7 +88,7 @@ class Job:
     remaining: int
 
     def __str__(self) -> str:
-        words = f"{self.operation}, {self.elapsed:.0f} s"
+        words = self.operation + (f", {self.elapsed:.0f} s" if self.elapsed else "")
         if self.total:
             words += (f", pass {self.iteration}, {self.processed / MiB:.0f} MiB sent,"
                       f" {self.remaining / MiB:.0f} MiB of {self.total / MiB:.0f} MiB left")
@@ -92,6 +97,8 @@ class Job:
 
 @dataclass(frozen=True)
 class Domain:
+    """One domain as one host's libvirtd has it."""
+
     host: str
     name: str
     state: str                # "running", "paused (migration)", "shut off" …
@@ -111,6 +118,8 @@ class Domain:
 
 @dataclass
 class Snapshot:
+    """What the lab held at one moment: see :func:`snapshot`."""
+
     lab: str
     libvirtd: dict[str, int | None] = field(default_factory=dict)
     sshd: dict[str, int | None] = field(default_factory=dict)
