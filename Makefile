@@ -42,7 +42,7 @@ test: setup
 
 # The suite but the lab and browser tests, against the pure-Python twin.
 test-pure: setup
-	LABMIG_PUREPYTHON=1 $(PY) -m pytest -q -m "not lab and not browser" $(PYTEST_ARGS)
+	LABMIG_LAB=$(LAB) LABMIG_PUREPYTHON=1 $(PY) -m pytest -q -m "not lab and not browser" $(PYTEST_ARGS)
 
 # The core tests against the core built for this CPU and for each x86-64 level
 # (baseline, v3 = AVX2, v4 = AVX-512), each in a clean build directory.

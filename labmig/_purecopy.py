@@ -119,10 +119,11 @@ def _check_digest_pair(a: object, b: object) -> int:
                 or d.shape[1] != DIGEST_WORDS or not d.flags.c_contiguous):
             raise InvalidInput(f"digest array {name} must be contiguous uint64 of shape (n, 2), got {_describe(d)}",
                                "pass arrays filled by digest_file/digest_buffer")
-    if a.shape != b.shape:  # type: ignore[union-attr]
-        raise InvalidInput(f"digest arrays differ in length: {a.shape[0]} and {b.shape[0]}",  # type: ignore[union-attr]
+    assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray)  # checked just above
+    if a.shape != b.shape:
+        raise InvalidInput(f"digest arrays differ in length: {a.shape[0]} and {b.shape[0]}",
                            "compare the same range of blocks")
-    return int(a.shape[0])  # type: ignore[union-attr]
+    return int(a.shape[0])
 
 
 def _as_bytes_view(buf: object) -> memoryview:

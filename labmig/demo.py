@@ -15,8 +15,13 @@ import logging
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from .errors import LabmigError
+from .units import parse_duration
+
+if TYPE_CHECKING:
+    from .compare import Comparison
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,15 @@ GUEST, INDEX = "demo1", 90
 MiB = 1 << 20
 
 
-def on_lab(shutdown_timeout: str) -> "object":
+def _duration(text: str) -> float:
+    """argparse type: seconds from '2s' or '500ms'; a bad value is a usage error naming the flag's rule."""
+    try:
+        return parse_duration(text)
+    except LabmigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def on_lab(shutdown_timeout: float) -> "Comparison":
     from .cold.migration import ColdOptions
     from .cold.trials import make_guest
     from .compare import compare_on_hosts
@@ -62,13 +75,14 @@ def on_lab(shutdown_timeout: str) -> "object":
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m labmig.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--simulate", action="store_true", help="skip the lab, use the simulator")
-    ap.add_argument("--shutdown-timeout", default="2s", help="cold: graceful power-off deadline (default 2s)")
+    ap.add_argument("--shutdown-timeout", default=2.0, type=_duration,
+                    help="cold: graceful power-off deadline (default 2s)")
     ap.add_argument("--json", action="store_true", help="print the comparison as JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .compare import compare_simulated
 
-    comp = None
+    comp: Comparison
     if args.simulate:
         comp = compare_simulated(note="Simulated on request (--simulate).")
     else:

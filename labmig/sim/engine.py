@@ -102,7 +102,8 @@ class XbzrleCache:
         first[1:] = s_sorted[1:] != s_sorted[:-1]
         is_first = np.empty(len(idx), dtype=bool)
         is_first[order] = first
-        return is_first & (self.tags[slots] == idx)
+        hit: np.ndarray = is_first & (self.tags[slots] == idx)
+        return hit
 
     def commit(self, idx: np.ndarray, hit: np.ndarray, insert: bool) -> None:
         """Record that ``idx`` (with ``hit`` from lookup) were sent; cache the misses."""

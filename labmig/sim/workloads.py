@@ -242,7 +242,7 @@ class TraceWorkload(Workload):
         period = self.edges[-1]
         loops, rest = divmod(t, period)
         j = min(int(np.searchsorted(self.edges, rest, side="right")) - 1, self.length - 1)
-        return loops * self.cumulative[-1] + self.cumulative[j] + self.rates[j] * (rest - self.edges[j])
+        return float(loops * self.cumulative[-1] + self.cumulative[j] + self.rates[j] * (rest - self.edges[j]))
 
     def touch(self, dt: float, speed: float, sink: Sink) -> int:
         t0, t1 = self.t, self.t + dt * speed

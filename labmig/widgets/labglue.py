@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 GUEST_INDEX_BASE = 100    # panel guests get addresses 10.78.0.(110..209) on the lab's bridge
 PAGE = 4096               # the lab guest counts dirtied 4 KiB pages
-COLD_SHUTDOWN_TIMEOUT = "10s"
+COLD_SHUTDOWN_TIMEOUT = 10.0  # seconds
 # What fits a TCG guest on one machine; the panel starts from these on the lab.
 LAB_DEFAULTS = {"memory": "256MiB", "working_set": "64MiB", "dirty_rate": "4MiB/s", "bandwidth": "32MiB/s"}
 

@@ -69,7 +69,8 @@ def _best(results: Sequence[MigrationResult], kind: str) -> MigrationResult | No
     """The latest completed run of a kind, else the latest run of it."""
     of_kind = [r for r in results if r.kind == kind]
     done = [r for r in of_kind if r.outcome == Outcome.COMPLETED]
-    return (done or of_kind or [None])[-1]
+    latest = done or of_kind
+    return latest[-1] if latest else None
 
 
 def comparison_rows(results: Sequence[MigrationResult]) -> list[tuple[str, str, str]]:

@@ -197,6 +197,7 @@ class MigrationPanel:
                     self.phase.value = f"<b style='color:#c44e52'>failed:</b> {_esc(str(run.error))}"
                     return
                 result = run.result
+                assert result is not None  # a run that ended without an error has one
                 self.progress.value = 1.0 if result.completed else run.progress
                 self.progress.bar_style = "success" if result.completed else "warning"
                 words = result.message.removeprefix(f"{result.outcome}: ")
