@@ -28,6 +28,7 @@ import xxhash
 
 from . import core
 from .errors import CopyError, InvalidInput
+from .fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,7 @@ class LocalDestination:
         mark = incomplete_mark(self.path)
         if not mark.exists():
             os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            _fsync_dir(self.path.parent)  # the mark is on disk before the image is touched
+            fsync_dir(self.path.parent)  # the mark is on disk before the image is touched
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -374,7 +375,7 @@ class LocalDestination:
         self._stop_write_behind()
         os.fsync(self._require())  # an fsync error aborts: it is never retried until it "succeeds"
         if self.created:
-            _fsync_dir(self.path.parent)  # the new image's name is durable before the mark goes
+            fsync_dir(self.path.parent)  # the new image's name is durable before the mark goes
         # Not synced: should the removal be lost in a crash, the image only looks
         # incomplete, and the next copy verifies it and sends nothing.
         incomplete_mark(self.path).unlink(missing_ok=True)
@@ -395,11 +396,3 @@ def _free(directory: Path) -> int:
     except OSError:
         return 0
     return st.f_bavail * st.f_frsize
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,9 +18,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .hostops import HostOps, execute_recovery, observe
+from .hostops import recover_journal
 from .journal import Journal, JournalError, JournalState, Step, all_journals
-from .recovery import plan_recovery
 from .sides import cold_host_from
 
 log = logging.getLogger(__name__)
@@ -59,13 +58,15 @@ def _awaiting(vm: str, journal_dir: str | os.PathLike[str] | None) -> tuple[Jour
 def _finish(journal: Journal, step: str, **data: Any) -> Finished:
     journal.append(step, **data)
     state = journal.state()
+    assert state is not None  # the record just written
+    return _recover(journal, state)
+
+
+def _recover(journal: Journal, state: JournalState) -> Finished:
+    """Recover one unfinished journal on the hosts its plan names, closing them after."""
     src, dst = cold_host_from(state.plan["source"]), cold_host_from(state.plan["destination"])
     try:
-        rplan = plan_recovery(state, observe(HostOps(src.host), HostOps(dst.host), state.plan))
-        execute_recovery(rplan, state, src, dst)
-        if rplan.final_step:
-            journal.append(rplan.final_step)
-            journal.archive()
+        rplan = recover_journal(journal, state, src, dst)
     finally:
         src.host.close()
         dst.host.close()
@@ -97,16 +98,5 @@ def recover(vm: str | None = None, journal_dir: str | os.PathLike[str] | None = 
         if state.finished:
             journal.archive()
             continue
-        src, dst = cold_host_from(state.plan["source"]), cold_host_from(state.plan["destination"])
-        try:
-            rplan = plan_recovery(state, observe(HostOps(src.host), HostOps(dst.host), state.plan))
-            log.info("recover %s: %s", state.vm, rplan.reason)
-            execute_recovery(rplan, state, src, dst)
-            if rplan.final_step:
-                journal.append(rplan.final_step)
-                journal.archive()
-        finally:
-            src.host.close()
-            dst.host.close()
-        out.append(Finished(state.vm, rplan.target, rplan.final_step, rplan.reason, rplan.actions))
+        out.append(_recover(journal, state))
     return out

@@ -5,6 +5,9 @@
                        host's watchdog, each idempotent where recovery needs it
     observe()          where the VM is defined / running on both hosts (recovery input)
     execute_recovery() carries out a RecoveryPlan's actions in order
+    recover_journal()  the whole recovery of one journal: observe, decide, act, record
+                       the end step and archive the journal (rollback, confirm, revert,
+                       `labmig recover` all go through it)
     agent_for()        starts the disk helper on a host through ssh
     copy_disk()        one disk's delta copy to a helper (see labmig.remote.destination)
 """
@@ -16,7 +19,7 @@ from typing import Any, Callable
 
 from ..hosts import Host
 from . import recovery as R
-from .journal import JournalState
+from .journal import Journal, JournalState
 from .sides import ColdHost
 
 log = logging.getLogger(__name__)
@@ -161,6 +164,23 @@ def execute_recovery(rplan: R.RecoveryPlan, state: JournalState, src: ColdHost, 
                         agent.call("remove", path=disk["src"])
         else:
             raise ValueError(action)
+
+
+def recover_journal(journal: Journal, state: JournalState, src: ColdHost, dst: ColdHost) -> R.RecoveryPlan:
+    """Bring the VM of ``journal`` to exactly one host and return what was decided.
+
+    Reads where the VM is on both hosts, decides with :func:`~labmig.cold.recovery.plan_recovery`
+    (which raises JournalError on a conflict), carries the actions out, then writes the plan's
+    final step and archives the journal; a plan without a final step (awaiting confirm) leaves
+    the journal open.
+    """
+    rplan = R.plan_recovery(state, observe(HostOps(src.host), HostOps(dst.host), state.plan))
+    log.info("recover %s: %s", state.vm, rplan.reason)
+    execute_recovery(rplan, state, src, dst)
+    if rplan.final_step:
+        journal.append(rplan.final_step)
+        journal.archive()
+    return rplan
 
 
 def agent_for(side: ColdHost) -> Any:

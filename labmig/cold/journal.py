@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InvalidInput, LabmigError
+from ..fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +110,6 @@ def journal_dir(root: Path | None = None) -> Path:
     return (root or default_journal_root()) / _SAFE_NAME.sub("_", scope)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Journal:
     """The journal of one VM's cold migration."""
 
@@ -182,7 +175,7 @@ class Journal:
             self.archive()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.append(Step.BEGIN, **plan)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def append(self, step: str, **data: Any) -> None:
         """Write one record durably, then give fault injection its chance to crash."""
@@ -207,7 +200,7 @@ class Journal:
         hist.mkdir(parents=True, exist_ok=True)
         dest = hist / f"{self.path.stem}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.jsonl"
         os.replace(self.path, dest)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return dest
 
 

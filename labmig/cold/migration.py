@@ -29,9 +29,8 @@ from ..errors import InvalidInput, LabmigError, MigrationFailed, PrecheckFailed
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..units import format_duration, format_size, parse_duration, parse_size
 from . import domxml
-from .hostops import HostOps, execute_recovery, observe
+from .hostops import HostOps, recover_journal
 from .journal import CRASH_ENV, Journal, Step, crash_if_asked
-from .recovery import plan_recovery
 from .sides import ColdHost, cold_host
 
 log = logging.getLogger(__name__)
@@ -398,11 +397,7 @@ class ColdMigration:
         try:
             self.journal.append(Step.ROLLBACK_STARTED, reason=str(exc)[:500])
             state = self.journal.state()
-            src_ops, dst_ops = HostOps(self.src.host), HostOps(self.dst.host)
-            rplan = plan_recovery(state, observe(src_ops, dst_ops, state.plan))
-            execute_recovery(rplan, state, self.src, self.dst)
-            self.journal.append(rplan.final_step)
-            self.journal.archive()
+            recover_journal(self.journal, state, self.src, self.dst)  # a rollback always ends rolled-back
             return True
         except Exception:
             log.exception("rollback of %s did not finish", self.plan.vm)

@@ -39,6 +39,7 @@ import numpy as np
 from .. import __version__
 from ..errors import LabmigError
 from ..blockio import WrittenRanges, incomplete_mark
+from ..fsutil import fsync_dir
 from .paths import ImagePolicy, PathRefused
 from .protocol import read_frame, write_frame
 
@@ -107,7 +108,7 @@ class Agent:
         old = os.fstat(fd).st_size
         if old != size:
             os.ftruncate(fd, size)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return {"existed": existed, "old_size": old}, b""
 
     def op_digests(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -161,7 +162,7 @@ class Agent:
         mark = incomplete_mark(path)
         if mark.exists():
             mark.unlink()
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         return {}, b""
 
     def op_verify(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -185,7 +186,7 @@ class Agent:
                 removed = removed or p == path
             except FileNotFoundError:
                 pass
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return {"removed": removed}, b""
 
     def op_netdev(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -223,14 +224,6 @@ class Agent:
                                   "hint": "check the destination's image directory and free space"})
         for path in list(self.fds):
             self._close(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
