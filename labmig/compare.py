@@ -1,9 +1,10 @@
 """Live vs cold, measured: one guest, the same link, both migrations, one table.
 
     Comparison        the two MigrationResults plus where they came from; ``rows()`` is
-                      the comparison table (VM state, downtime as QEMU/labmig and as a
-                      client saw it, total time, bytes on the wire, network and storage
-                      needs, what a failure leaves), ``render()`` prints it, ``to_dict()``
+                      the comparison table (:func:`labmig.report.live_vs_cold_rows`: VM
+                      state, downtime, client-seen interruption, total time, bytes on the
+                      wire, network and storage needs, what a failure leaves),
+                      ``render()`` prints it, ``to_dict()``
     compare_on_hosts()  a live migration source → destination, then a cold migration
                       back (confirmed, the destination's copy removed): the VM ends
                       where it started, both runs on the same link. After a block
@@ -21,7 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .model import MigrationResult
-from .units import format_duration, format_rate, format_size
+from .report import live_vs_cold_rows, text_table
+from .units import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -45,41 +47,10 @@ class Comparison:
         return self.live.downtime / self.cold.downtime
 
     def rows(self) -> list[tuple[str, str, str]]:
-        live, cold = self.live, self.cold
-        disk_live = live.bytes_by_phase.get("disk", 0)
-        memory = live.bytes_total - disk_live
-        live_rate = live.bytes_total / live.total_time if live.total_time else 0.0
-        cold_disks = cold.extra.get("disks") or []
-        blocks = ""
-        if cold_disks:
-            sent = sum(d.get("blocks_sent", 0) + d.get("blocks_zero", 0) for d in cold_disks)
-            total = sum(d.get("blocks_total", 0) for d in cold_disks)
-            blocks = f": {sent} of {total} blocks sent"
-        shared = bool(cold.extra.get("shared_disks")) and not cold_disks
-        return [
-            ("VM state during migration", "running (paused for the last copy)", "powered off (shutdown → boot)"),
-            ("downtime (QEMU / labmig)", _dur(live.downtime), _dur(cold.downtime)),
-            ("downtime a client saw", _dur(live.client_interruption), _dur(cold.client_interruption)),
-            ("total time", _dur(live.total_time), _dur(cold.total_time)),
-            ("bytes on the wire", format_size(live.bytes_total), format_size(cold.bytes_total)),
-            ("  of which", f"memory {format_size(memory)}" + (f", disk {format_size(disk_live)}" if disk_live else ""),
-             f"disk{blocks}" if cold_disks else "disk"),
-            ("passes over memory", str(live.iterations), "none (the guest reboots)"),
-            ("network needs", f"bandwidth > dirty rate (used {format_rate(live_rate)})",
-             "any link; time grows with changed blocks"),
-            ("storage needs", "shared, or block migration" + (" (disk copied live)" if disk_live else ""),
-             "nothing shared" + (" (disks shared: not copied)" if shared else "; room on the destination")),
-            ("CPU", "destination CPU compatible", "any CPU the guest boots on"),
-            ("what a failure leaves", "VM running on the source", "VM on the source, disk untouched"),
-            ("outcome", str(live.outcome), str(cold.outcome)),
-        ]
+        return live_vs_cold_rows(self.live, self.cold)
 
     def render(self) -> str:
-        rows = [("", "live", "cold")] + self.rows()
-        w0 = max(len(r[0]) for r in rows)
-        w1 = max(len(r[1]) for r in rows)
-        lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
-        lines.insert(1, "-" * (w0 + w1 + 4 + max(len(r[2]) for r in rows)))
+        lines = [text_table(self.rows(), header=("", "live", "cold"))]
         ratio = self.downtime_ratio
         where = "Measured on real QEMU/libvirt" if self.backend == "libvirt" else "Modelled by the simulator"
         tail = [f"\n{where}: {self.live.vm or 'the VM'} {self.live.source} → {self.live.destination} live, "

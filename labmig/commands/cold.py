@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from ..errors import InvalidInput
+from ..report import result_text
 
 
 def register_migrate(kinds: Any) -> None:
@@ -110,10 +111,7 @@ def cmd_migrate_cold(args: argparse.Namespace) -> int:
     if args.json:
         print(result.to_json())
     else:
-        rows = result.summary_rows()
-        width = max(len(label) for label, _ in rows)
-        for label, value in rows:
-            print(f"{label:<{width}}  {value}")
+        print(result_text(result))
         if not args.confirm:
             print(f"\nnext: `labmig confirm {args.vm}` to keep it on {destination.name}, "
                   f"or `labmig revert {args.vm}` to go back to {source.name}")

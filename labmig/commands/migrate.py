@@ -26,6 +26,7 @@ import sys
 from typing import Any, Iterator
 
 from ..errors import InvalidInput, LabmigError
+from ..report import result_text
 from ..units import format_duration
 
 # Other kinds of migration register as siblings of `migrate live` by adding their module here.
@@ -224,9 +225,7 @@ def cmd_migrate_live(args: argparse.Namespace) -> int:
     if args.json:
         print(result.to_json())
     else:
-        width = max(len(label) for label, _ in result.summary_rows())
-        for label, value in result.summary_rows():
-            print(f"{label:<{width}}  {value}")
+        print(result_text(result))
     return 0 if result.completed else 1
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import InvalidInput
 from ..model import MigrationResult
 from ..plan import PARAMETERS, Plan
+from ..report import result_text
 from ..sim import simulate
 from ..sim.workloads import WORKLOADS
 from ..strategies import STRATEGIES, option_fields
@@ -227,11 +228,7 @@ def write_sweep_csv(rows: list[tuple[dict[str, str], MigrationResult]], path: st
 
 
 def print_result(result: MigrationResult, out: Any = None) -> None:
-    out = out or sys.stdout
-    rows = result.summary_rows()
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}", file=out)
+    print(result_text(result), file=out or sys.stdout)
 
 
 def sweep_table(rows: list[tuple[dict[str, str], MigrationResult]]) -> list[list[str]]:
@@ -256,31 +253,12 @@ def print_sweep(rows: list[tuple[dict[str, str], MigrationResult]], out: Any = N
 
 
 def plot_timeline(result: MigrationResult, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The run's timeline as the panel draws it (:func:`labmig.widgets.plots.result_timeline_figure`)."""
+    from ..widgets.plots import result_timeline_figure
 
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    t = [p.t for p in result.timeline]
-    ax1.step([0.0] + t, [result.memory_bytes / 2**20] + [p.remaining_bytes / 2**20 for p in result.timeline],
-             where="post", label="pending")
-    ax1.set_ylabel("pending (MiB)")
-    ax1.set_title(f"{result.strategy}: {result.outcome}, total {format_duration(result.total_time)}, "
-                  f"downtime {format_duration(result.downtime)}")
-    if any(p.throttle_pct for p in result.timeline):
-        ax1b = ax1.twinx()
-        ax1b.step(t, [p.throttle_pct for p in result.timeline], where="post", color="tab:red", label="throttle")
-        ax1b.set_ylabel("CPU throttle (%)")
-    ax2.plot([0.0] + t, [0.0] + [p.bytes_sent_total / 2**20 for p in result.timeline], marker=".")
-    ax2.set_ylabel("sent (MiB, cumulative)")
-    ax2.set_xlabel("time (s)")
-    for e in result.events:
-        if e.kind in ("switchover", "postcopy-start", "completion-timeout"):
-            for ax in (ax1, ax2):
-                ax.axvline(e.t, color="grey", linestyle=":")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    title = (f"{result.strategy}: {result.outcome}, total {format_duration(result.total_time)}, "
+             f"downtime {format_duration(result.downtime)}")
+    result_timeline_figure(result, title).savefig(path, dpi=100)
 
 
 def plot_sweep(rows: list[tuple[dict[str, str], MigrationResult]], path: str) -> None:

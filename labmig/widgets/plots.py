@@ -1,6 +1,8 @@
 """Matplotlib figures of runs, drawn without pyplot so any thread may draw them.
 
     timeline_figure(points)   remaining memory, dirty rate vs bandwidth, throttle — per pass
+    result_timeline_figure(result)  that figure for a finished run, its turning points marked
+                              (the panel, the notebooks and `labmig simulate --plot` draw this one)
     comparison_figure(runs)   downtime, total time and bytes on the wire of each run, as bars
     sweep_figure(x, results)  a figure across runs as a line (downtime / total time vs a parameter)
     png(figure)               PNG bytes for an ipywidgets.Image (what the views show)
@@ -12,13 +14,15 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from ..model import MigrationResult, TimelinePoint
+from ..model import Event, MigrationResult, TimelinePoint
 
 MiB = 2**20
 PHASE_COLOURS = {
     "precopy": "#4c72b0", "stop-and-copy": "#c44e52", "postcopy": "#8172b2",
     "disk": "#55a868", "shutdown": "#937860", "boot": "#ccb974",
 }
+# Events drawn as dotted vertical lines across the timeline: where a run changed course.
+MARKED_EVENTS = ("switchover", "postcopy-start", "completion-timeout")
 
 
 def png(figure: Figure, dpi: int = 80) -> bytes:
@@ -28,10 +32,11 @@ def png(figure: Figure, dpi: int = 80) -> bytes:
 
 
 def timeline_figure(points: Sequence[TimelinePoint], title: str = "", width: float = 7.5,
-                    start_bytes: int | None = None) -> Figure:
+                    start_bytes: int | None = None, events: Sequence[Event] = ()) -> Figure:
     """Three stacked panels sharing the time axis; phases coloured in the top one.
 
-    ``start_bytes`` (the VM's memory, say) draws what was left at t = 0, before the first sample.
+    ``start_bytes`` (the VM's memory, say) draws what was left at t = 0, before the first sample;
+    ``events`` of the kinds in MARKED_EVENTS are drawn as dotted lines.
     """
     # libvirt's first polls may come before QEMU has counted anything: nothing to draw yet.
     first = next((i for i, p in enumerate(points) if p.remaining_bytes or p.bytes_sent_total), len(points))
@@ -64,10 +69,20 @@ def timeline_figure(points: Sequence[TimelinePoint], title: str = "", width: flo
     ax_throttle.set_xlabel("time since start (s)")
     for ax in (ax_left, ax_rate, ax_throttle):
         ax.grid(True, alpha=0.3)
+        for event in events:
+            if event.kind in MARKED_EVENTS:
+                ax.axvline(event.t, color="grey", linestyle=":")
     if title:
         ax_left.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def result_timeline_figure(result: MigrationResult, title: str = "", width: float = 7.5) -> Figure:
+    """A finished run's timeline; a live run's starts from its whole memory left to send."""
+    start = result.memory_bytes or None
+    return timeline_figure(result.timeline, title or f"{result.strategy}: {result.message}", width=width,
+                           start_bytes=start if result.kind == "live" else None, events=result.events)
 
 
 def run_label(result: MigrationResult, index: int | None = None) -> str:

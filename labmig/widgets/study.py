@@ -72,9 +72,7 @@ def figure(fig):
 
 
 def timeline(result: MigrationResult, title: str = ""):
-    start = result.memory_bytes or None
-    return figure(plots.timeline_figure(result.timeline, title or f"{result.strategy}: {result.message}",
-                                        start_bytes=start if result.kind == "live" else None))
+    return figure(plots.result_timeline_figure(result, title))
 
 
 def lab_or_none() -> tuple[Any, str]:

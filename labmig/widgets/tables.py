@@ -1,7 +1,8 @@
 """HTML tables of results for the widgets and notebooks (plain strings, no ipywidgets).
 
     result_table_html(result, prediction)  one run: measured figures, the simulator's beside them
-    comparison_rows(results)               the live-vs-cold table as (row label, live, cold) rows
+    comparison_rows(results)               the live-vs-cold table (the rows `labmig compare` prints)
+                                           for the latest run of each kind
     comparison_table_html(results)         those rows as HTML, plus one line per run
     Table                                  rows with an HTML repr, for a notebook cell's last line
 
@@ -14,6 +15,7 @@ from html import escape
 from typing import Sequence
 
 from ..model import MigrationResult, Outcome
+from ..report import live_vs_cold_rows
 from ..units import format_duration, format_size
 from .controller import outcome_words
 
@@ -74,38 +76,8 @@ def _best(results: Sequence[MigrationResult], kind: str) -> MigrationResult | No
 
 
 def comparison_rows(results: Sequence[MigrationResult]) -> list[tuple[str, str, str]]:
-    """The seed's live-vs-cold table, filled with the latest measured run of each kind."""
-    live, cold = _best(results, "live"), _best(results, "cold")
-
-    def fig(result: MigrationResult | None, what) -> str:
-        return what(result) if result is not None else "(no run yet)"
-
-    def state(r: MigrationResult) -> str:
-        if r.kind == "live":
-            return "running, paused only for the final copy"
-        return "powered off for the whole migration"
-
-    def failure(r: MigrationResult) -> str:
-        if r.kind == "live":
-            return "rolls back: the VM keeps running on the source"
-        return "revert: the untouched source copy boots again"
-
-    def needs(r: MigrationResult) -> str:
-        if r.kind == "live":
-            return "bandwidth above the dirty rate; shared storage or block migration; compatible CPUs"
-        return "the disk copied (only changed blocks with a delta copy); no CPU match needed"
-
-    return [
-        ("VM state during the migration", fig(live, state), fig(cold, state)),
-        ("downtime", fig(live, lambda r: format_duration(r.downtime)), fig(cold, lambda r: format_duration(r.downtime))),
-        ("client-seen interruption",
-         fig(live, lambda r: format_duration(r.client_interruption) if r.client_interruption is not None else "not measured"),
-         fig(cold, lambda r: format_duration(r.client_interruption) if r.client_interruption is not None else "not measured")),
-        ("total time", fig(live, lambda r: format_duration(r.total_time)), fig(cold, lambda r: format_duration(r.total_time))),
-        ("bytes on the wire", fig(live, lambda r: format_size(r.bytes_total)), fig(cold, lambda r: format_size(r.bytes_total))),
-        ("network and storage needs", fig(live, needs), fig(cold, needs)),
-        ("what a failure leaves", fig(live, failure), fig(cold, failure)),
-    ]
+    """The live-vs-cold table (:func:`labmig.report.live_vs_cold_rows`) of the latest run of each kind."""
+    return live_vs_cold_rows(_best(results, "live"), _best(results, "cold"))
 
 
 def comparison_table_html(results: Sequence[MigrationResult]) -> str:

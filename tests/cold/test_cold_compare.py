@@ -13,7 +13,7 @@ from labmig.compare import compare_simulated
 def test_simulated_table_has_every_aspect_and_the_ratio():
     comp = compare_simulated(note="why")
     aspects = [r[0] for r in comp.rows()]
-    for want in ("VM state during migration", "downtime (QEMU / labmig)", "downtime a client saw", "total time",
+    for want in ("VM state during the migration", "downtime", "client-seen interruption", "total time",
                  "bytes on the wire", "network needs", "storage needs", "what a failure leaves"):
         assert want in aspects
     assert comp.downtime_ratio is not None and comp.downtime_ratio < 0.05

@@ -11,5 +11,5 @@ def test_demo_falls_back_to_the_simulator_saying_why(monkeypatch, capsys):
     assert demo.main([]) == 0
     out = capsys.readouterr()
     assert "the local lab could not be used: libvirtd would not start" in out.err
-    assert "Modelled by the simulator" in out.out and "downtime (QEMU / labmig)" in out.out
+    assert "Modelled by the simulator" in out.out and "client-seen interruption" in out.out
     assert "libvirtd would not start" in out.out  # the table's note repeats why
