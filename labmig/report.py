@@ -1,7 +1,9 @@
 """Results as rows and text: one source for what the commands print and the widgets show.
 
     text_table(rows, header)       rows as aligned text columns (the last one unpadded),
-                                   with a rule under the header when there is one
+                                   with a rule under the header when there is one; every
+                                   text table labmig prints (results, sweeps, comparisons,
+                                   notebook tables shown as text) goes through it
     result_text(result)            one MigrationResult as "label  value" lines: what
                                    `labmig simulate`, `migrate live` and `migrate cold` print
     live_vs_cold_rows(live, cold)  the live-vs-cold comparison as (aspect, live, cold) rows;

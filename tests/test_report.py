@@ -64,3 +64,8 @@ def test_fsync_dir_syncs_a_directory_and_refuses_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError):
         fsync_dir(tmp_path / "f")
+
+
+def test_notebook_tables_print_as_text_the_same_way():
+    table = tables.Table(["a", "bbb"], [[1, 2], [333, "x"]])
+    assert repr(table).splitlines() == ["a    bbb", "--------", "1    2", "333  x"]

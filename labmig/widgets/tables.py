@@ -15,7 +15,7 @@ from html import escape
 from typing import Sequence
 
 from ..model import MigrationResult, Outcome
-from ..report import live_vs_cold_rows
+from ..report import live_vs_cold_rows, text_table
 from ..units import format_duration, format_size
 from .controller import outcome_words
 
@@ -111,6 +111,4 @@ class Table:
         return f'{_STYLE}<table class="labmig-table"><tr>{head}</tr>{body}</table>'
 
     def __repr__(self) -> str:
-        cells = [self.header] + [[str(c) for c in row] for row in self.rows]
-        widths = [max(len(str(row[i])) for row in cells) for i in range(len(self.header))]
-        return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in cells)
+        return text_table([[str(c) for c in row] for row in self.rows], header=[str(h) for h in self.header])
