@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import InvalidInput, LabmigError
-from .live.watchdog import HostUnresponsive, Watchdog, event_loop
+from .watchdog import HostUnresponsive, Watchdog, event_loop
 
 log = logging.getLogger(__name__)
 

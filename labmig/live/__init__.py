@@ -6,7 +6,6 @@
                  "postcopy-on-stall"; ConvergenceTracker; JobSample
     migration    LiveMigration context manager: run() → MigrationResult with a timeline
     rollback     Rollback (VM back on the source, destination clean), precreate_disks
-    watchdog     Watchdog around libvirt calls, the libvirt event-loop thread
     progress     LiveProgress: a one-line terminal view of a running migration
     probe        LabClientProbe: the lab client's view (longest gap in answers)
     faultcases   FAULT_CASES and run_case(): the fault matrix on the local lab
@@ -16,17 +15,8 @@
 """
 from __future__ import annotations
 
-from typing import Any
-
+from .migration import LiveMigration
 from .plan import LiveOptions, LivePlan, PostcopyMode
 from .policies import POLICIES
 
 __all__ = ["LiveOptions", "LivePlan", "PostcopyMode", "POLICIES", "LiveMigration"]
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily: labmig.hosts imports this package's watchdog.
-    if name == "LiveMigration":
-        from .migration import LiveMigration
-        return LiveMigration
-    raise AttributeError(name)

@@ -36,7 +36,7 @@ from .plan import LivePlan, bandwidth_mib
 from .policies import JobSample, Policy, make_policy
 from .prechecks import PrecheckReport, run_prechecks
 from .rollback import Rollback, precreate_disks
-from .watchdog import HostUnresponsive
+from ..watchdog import HostUnresponsive
 
 log = logging.getLogger(__name__)
 

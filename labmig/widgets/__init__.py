@@ -1,6 +1,7 @@
 """JupyterLab widgets for migration labs: a controller that does the work, views that show it.
 
-    controller   MigrationParams, Run, MigrationController (no ipywidgets; testable anywhere)
+    params       MigrationParams, KINDS: what one run is, as the panel edits it
+    controller   Run, MigrationController (no ipywidgets; testable anywhere)
     backends     simulator / local lab / hosts adapters and the BACKENDS registry
     views        MigrationPanel, ComparisonView (ipywidgets 8)
     plots        matplotlib figures: timeline, comparison bars, sweeps

@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 from ..errors import InvalidInput, LabError, LabmigError
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..units import format_duration
-from .controller import MigrationParams
+from .params import MigrationParams
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,6 @@
 """The controller behind the migration widgets: parameters in, runs out, no ipywidgets here.
 
-    MigrationParams      what the panel edits: backend, VM, hosts, kind, strategy and its options,
-                         the guest's and the link's figures (unit strings, parsed by labmig.units)
+    MigrationParams      what the panel edits (defined in labmig.widgets.params, re-exported here)
     Run                  one migration in a background thread: timeline so far, phase in words,
                          result or error, ``abort()`` and ``wait()``
     MigrationController  holds the parameters, starts runs on a backend (labmig.widgets.backends),
@@ -13,70 +12,22 @@ Observers are plain callables ``observer(event, run)`` with event one of "start"
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import InvalidInput, LabmigError
 from ..model import MigrationResult, Outcome, TimelinePoint
-from ..units import format_duration, format_rate, format_size, parse_duration, parse_rate, parse_size
+from ..units import format_duration, format_rate, format_size
+from .backends import get_backend
+from .params import KINDS, MigrationParams
+
+__all__ = ["KINDS", "MigrationParams", "Run", "MigrationController", "describe_point", "outcome_words"]
 
 log = logging.getLogger(__name__)
 
-KINDS = ("live", "cold")
 Observer = Callable[[str, "Run"], None]
-
-
-@dataclass
-class MigrationParams:
-    """Everything one run needs, as a student types it. Sizes and rates are unit strings."""
-
-    backend: str = "simulator"
-    kind: str = "live"
-    strategy: str = "precopy"
-    vm: str = "labvm"
-    source: str = "lab1"
-    destination: str = "lab2"
-    memory: str = "1GiB"
-    working_set: str = "512MiB"
-    dirty_rate: str = "80MiB/s"
-    bandwidth: str = "1Gbit/s"
-    downtime_limit: str = "300ms"
-    disk: str = "1GiB"
-    shared_storage: bool = True
-    options: dict[str, Any] = field(default_factory=dict)
-    playback: float = 3.0  # simulator only: seconds of wall time the replay of a run takes
-
-    def replace(self, **changes: Any) -> "MigrationParams":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            names = ", ".join(sorted(unknown))
-            raise InvalidInput(f"unknown migration parameter(s): {names}",
-                               f"use one of: {', '.join(f.name for f in dataclasses.fields(self))}")
-        return dataclasses.replace(self, **changes)
-
-    def validate(self) -> None:
-        """Parse every figure once, so a typo is reported before anything starts."""
-        if self.kind not in KINDS:
-            raise InvalidInput(f"unknown migration kind {self.kind!r}", "choose live or cold")
-        if self.source == self.destination:
-            raise InvalidInput(f"source and destination are both {self.source!r}",
-                               "pick two different hosts")
-        for name in ("memory", "working_set", "disk"):
-            if parse_size(getattr(self, name)) <= 0 and name != "working_set":
-                raise InvalidInput(f"{name} must be more than zero", "e.g. 1GiB")
-        if parse_size(self.working_set) > parse_size(self.memory):
-            raise InvalidInput(f"working set {self.working_set} is larger than memory {self.memory}",
-                               "the guest can only dirty memory it has")
-        if parse_rate(self.bandwidth) <= 0:
-            raise InvalidInput(f"bandwidth {self.bandwidth!r} must be more than zero", "e.g. 1Gbit/s")
-        parse_rate(self.dirty_rate)
-        parse_duration(self.downtime_limit)
-        if self.playback < 0:
-            raise InvalidInput("playback must be zero or more seconds", "0 shows the result at once")
 
 
 class Run:
@@ -210,8 +161,6 @@ class MigrationController:
 
     def predict(self, params: MigrationParams | None = None) -> MigrationResult | None:
         """The simulator's figures for these parameters (on the lab: the guest's dirty rate as measured)."""
-        from .backends import get_backend
-
         params = params or self.params
         try:
             return get_backend(params.backend).predict(params)
@@ -221,8 +170,6 @@ class MigrationController:
 
     def start(self, **changes: Any) -> Run:
         """Start a run with the current parameters (plus ``changes``) and return it at once."""
-        from .backends import get_backend
-
         if self.current is not None and self.current.running:
             raise InvalidInput(f"a migration of {self.current.params.vm} is still running",
                                "wait for it or press Abort first")

@@ -90,9 +90,9 @@ def to_plan(params: Any):
 def simulate(params: Any) -> MigrationResult:
     """Run the simulator on these parameters; the result names the panel's VM and hosts."""
     try:
-        sim = importlib.import_module("labmig.sim")
+        sim_run = importlib.import_module("labmig.sim.run")
     except ImportError as exc:
         raise LabmigError("the simulator (labmig.sim) is not installed",
                           "install labmig with its simulator") from exc
-    result = sim.simulate(to_plan(params))
+    result = sim_run.simulate(to_plan(params))
     return dataclasses.replace(result, vm=params.vm, source=params.source, destination=params.destination)

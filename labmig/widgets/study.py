@@ -42,14 +42,14 @@ def plan(strategy: str = "precopy", options: dict[str, Any] | None = None, **par
 
 
 def sweep(base, name: str, values: Iterable[Any]) -> list[tuple[Any, MigrationResult]]:
-    from ..sim import simulate
+    from ..sim.run import simulate
 
     return [(value, simulate(base.with_param(name, value))) for value in values]
 
 
 def strategies(base, names: Sequence[str],
                options: dict[str, dict[str, Any]] | None = None) -> dict[str, MigrationResult]:
-    from ..sim import simulate
+    from ..sim.run import simulate
 
     options = options or {}
     return {name: simulate(dataclasses.replace(base, strategy=name, options=options.get(name, {})))
@@ -88,7 +88,7 @@ def lab_or_none() -> tuple[Any, str]:
 
 def lab_guest(lab, name: str = "labvm", **params: Any):
     """The notebook's lab guest (made with the panel's lab defaults unless ``params`` say otherwise)."""
-    from .controller import MigrationParams
+    from .params import MigrationParams
     from .labglue import LAB_DEFAULTS, _guest
 
     return _guest(lab, MigrationParams(backend="local lab", vm=name, **{**LAB_DEFAULTS, **params}))

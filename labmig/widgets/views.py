@@ -23,7 +23,8 @@ from ..errors import LabmigError
 from ..units import parse_size
 from . import plots, tables
 from .backends import BACKENDS, resolve_backend
-from .controller import KINDS, MigrationController, Run
+from .controller import MigrationController, Run
+from .params import KINDS
 from .simplan import option_specs, strategy_choices
 
 log = logging.getLogger(__name__)

@@ -14,11 +14,11 @@ import time
 import pytest
 
 from labmig.commands.migrate import Terminated, stop_signals_roll_back
-from labmig.live.watchdog import HostUnresponsive, Watchdog
+from labmig.watchdog import HostUnresponsive, Watchdog
 
 STUCK_CALL = """
 import time
-from labmig.live.watchdog import HostUnresponsive, Watchdog
+from labmig.watchdog import HostUnresponsive, Watchdog
 try:
     Watchdog(0.2).call("a call that never answers", time.sleep, 3600)
 except HostUnresponsive as exc:

@@ -179,7 +179,7 @@ def test_comparison_rows_take_the_latest_completed_run_of_each_kind():
 # -- the real simulator behind the controller -----------------------------------------------
 
 def test_simulator_run_equals_the_plain_simulator_api():
-    from labmig.sim import simulate
+    from labmig.sim.run import simulate
     from labmig.widgets.simplan import to_plan
 
     controller = MigrationController(backend="simulator", playback=0.0)

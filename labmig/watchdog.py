@@ -17,7 +17,7 @@ import logging
 import threading
 from typing import Any, Callable, TypeVar
 
-from ..errors import LabmigError
+from .errors import LabmigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
