@@ -24,7 +24,7 @@ from ..errors import InvalidInput
 from ..model import MigrationResult
 from ..plan import PARAMETERS, Plan
 from ..report import result_text, text_table
-from ..sim import simulate
+from ..sim.run import simulate
 from ..sim.workloads import WORKLOADS
 from ..strategies import STRATEGIES, option_fields
 from ..strategies.base import parse_option
