@@ -19,7 +19,7 @@ import numpy as np
 
 from labmig import core
 from labmig.plan import VM, Link, Plan, Workload
-from labmig.sim.run import simulate
+from labmig.sim import simulate
 
 GiB, MiB = 1 << 30, 1 << 20
 
@@ -30,7 +30,7 @@ def numpy_peer(plan: Plan, downtime_limit: float = 0.3) -> int:
     n, page = plan.vm.pages, plan.vm.page_size
     wss = plan.wss_pages
     rate = plan.workload.dirty_rate / page
-    bw = plan.link.bandwidth
+    bw = plan.link.link_rate
     pending = np.ones(n, dtype=bool)
     passes, best, since_best, now, t_best = 0, math.inf, 0, 0.0, 0.0
     while True:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'working set':>12} {'dirty rate':>11} {'passes':>6} {'sim s':>8} {'numpy peer s':>13} {'speed-up':>9}  ok")
     for wss, rate in ((64 * GiB, 1 * GiB), (8 * GiB, 2 * GiB), (2 * GiB, 1 * GiB)):
         plan = Plan(vm=VM(memory=64 * GiB), workload=Workload(kind="uniform", dirty_rate=rate, wss=wss),
-                    link=Link(bandwidth=25e9 / 8), seed=1)
+                    link=Link(link_rate=25e9 / 8), seed=1)
         t_sim, result = best_of(args.repeat, lambda: simulate(plan))
         t_peer, peer_passes = best_of(1, lambda: numpy_peer(plan))
         assert result.completed, result.message
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n20-point sweep, 8 GiB VM, 1 GiB working set, dirty rate 50 MiB/s .. 2 GiB/s (target < 5 s)")
     rates = np.linspace(50 * MiB, 2 * GiB, 20)
-    base = Plan(vm=VM(memory=8 * GiB), workload=Workload(kind="uniform", wss=1 * GiB), link=Link(bandwidth=10e9 / 8))
+    base = Plan(vm=VM(memory=8 * GiB), workload=Workload(kind="uniform", wss=1 * GiB), link=Link(link_rate=10e9 / 8))
     plans = [base.with_param("dirty-rate", float(r)) for r in rates]
     t_sweep, results = best_of(args.repeat, lambda: [simulate(p) for p in plans])
     t_peer, _ = best_of(1, lambda: [numpy_peer(p) for p in plans])

@@ -3,19 +3,30 @@
     Plan           one run: what moves, over what, how (strategy name + options), seed
     ├── VM         memory, page size, vCPUs, disk size, device state
     ├── Workload   what the guest does to its memory (kind from sim.workloads.WORKLOADS)
-    ├── Link       bandwidth, round-trip time, per-stream limit
+    ├── Link       link rate (capacity of the path), round-trip time, per-stream limit
     └── Storage    shared, or local (the disk moves too) and how fast it is written
+    max_bandwidth  QEMU's cap on the migration stream (``max-bandwidth``); 0 = no cap
 
-A plan holds no state and does no work: :func:`labmig.sim.run.simulate` makes it
+A plan holds no state and does no work: :func:`labmig.sim.simulate` makes it
 real. Sizes are bytes, rates bytes per second, times seconds; ``from_dict``
 also reads the strings users type ("8GiB", "10Gbit/s", "300ms"). Plans round-
 trip through ``to_dict``/``from_dict`` and JSON, and ``describe()`` prints them.
 ``PARAMETERS`` maps the short names the CLI and ``--sweep`` use ("memory",
-"dirty-rate", "bandwidth" …) to plan fields and their units.
+"dirty-rate", "link-rate", "max-bandwidth" …) to plan fields and their units.
+
+Two words, two ideas: the *link rate* is what the path between the hosts
+carries (``Link.link_rate``); *max bandwidth* is the cap QEMU puts on the
+migration stream (``Plan.max_bandwidth``). The old word ``bandwidth`` (for the
+link) is still read, as a deprecated alias with a warning. A dirty rate given
+without a workload kind means uniform writes over the working set.
+
+A plan is the simulator's view of a :class:`labmig.spec.MigrationSpec`
+(``spec.to_plan()``); it stays importable on its own for scripts and notebooks.
 """
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
@@ -63,13 +74,40 @@ class Workload:
     trace: str = ""
 
 
-@dataclass(frozen=True)
-class Link:
-    """The migration network between the two hosts."""
+def deprecated(old: str, new: str) -> None:
+    """Warn that ``old`` is a deprecated name for ``new`` (shown once per place)."""
+    warnings.warn(f"{old} is deprecated: it means {new}; write {new}", FutureWarning, stacklevel=3)
 
-    bandwidth: float = 10e9 / 8      # bytes/s
+
+@dataclass(frozen=True, init=False)
+class Link:
+    """The path between the two hosts: its rate, its round trip, one stream's limit.
+
+    ``Link(bandwidth=…)`` and ``link.bandwidth`` still work, with a warning:
+    they are the link rate.
+    """
+
+    link_rate: float = 10e9 / 8      # bytes/s the path carries
     rtt: float = 0.0005              # seconds
     stream_limit: float = 0.0        # bytes/s one migration stream can push (CPU bound); 0 = none
+
+    def __init__(self, link_rate: float | None = None, rtt: float = 0.0005, stream_limit: float = 0.0,
+                 *, bandwidth: float | None = None) -> None:
+        if bandwidth is not None:
+            deprecated("Link(bandwidth=...)", "Link(link_rate=...)")
+            if link_rate is not None and link_rate != bandwidth:
+                raise InvalidInput("both link_rate and its old name bandwidth were given, with different values",
+                                   "give link_rate only")
+            link_rate = bandwidth
+        object.__setattr__(self, "link_rate", 10e9 / 8 if link_rate is None else link_rate)
+        object.__setattr__(self, "rtt", rtt)
+        object.__setattr__(self, "stream_limit", stream_limit)
+
+    @property
+    def bandwidth(self) -> float:
+        """Deprecated name of :attr:`link_rate`."""
+        deprecated("Link.bandwidth", "Link.link_rate")
+        return self.link_rate
 
 
 @dataclass(frozen=True)
@@ -94,6 +132,7 @@ class Plan:
     options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     max_time: float = 3600.0         # virtual seconds before a run is called off
+    max_bandwidth: float = 0.0       # bytes/s QEMU may use for the migration stream; 0 = no cap
 
     # -- (de)serialising ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -115,14 +154,22 @@ class Plan:
         for name, klass in (("vm", VM), ("workload", Workload), ("link", Link), ("storage", Storage)):
             if name in data:
                 kwargs[name] = _section(klass, name, data[name])
-        for name in ("strategy", "seed", "max_time"):
+        if isinstance(data.get("workload"), dict) and "kind" not in data["workload"] \
+                and "workload" in kwargs and kwargs["workload"].dirty_rate > 0:
+            kwargs["workload"] = replace(kwargs["workload"], kind="uniform")
+        for name in ("strategy", "seed", "max_time", "max_bandwidth"):
             if name in data:
                 kwargs[name] = data[name]
-        if "max_time" in kwargs:
-            kwargs["max_time"] = parse_duration(kwargs["max_time"])
-        if "seed" in kwargs:
-            kwargs["seed"] = int(kwargs["seed"])
         kwargs["options"] = dict(data.get("options") or {})
+        if "max_bandwidth" in kwargs["options"]:
+            deprecated("options.max_bandwidth", "the plan's max_bandwidth")
+            kwargs.setdefault("max_bandwidth", kwargs["options"].pop("max_bandwidth"))
+        for name, (_part, _attr, parse) in _TOP_LEVEL.items():
+            if name in kwargs:
+                try:
+                    kwargs[name] = parse(kwargs[name])
+                except InvalidInput as exc:
+                    raise InvalidInput(f"plan field {name}: {exc.message}", exc.hint) from exc
         return cls(**kwargs).validated()
 
     @classmethod
@@ -149,7 +196,8 @@ class Plan:
         for name in ("hot_fraction", "hot_share", "zero_fraction", "delta_fraction"):
             value = getattr(wl, name)
             _require(0.0 <= value <= 1.0, f"workload.{name}", value, "a fraction between 0 and 1")
-        _require(link.bandwidth > 0, "link.bandwidth", link.bandwidth, "more than 0, e.g. 10Gbit/s")
+        _require(link.link_rate > 0, "link.link_rate", link.link_rate, "more than 0, e.g. 10Gbit/s")
+        _require(self.max_bandwidth >= 0, "max_bandwidth", self.max_bandwidth, "0 (no cap) or more, e.g. 50MiB/s")
         _require(link.rtt >= 0 and link.stream_limit >= 0, "link.rtt/stream_limit",
                  (link.rtt, link.stream_limit), "0 or more")
         _require(st.disk_dirty_rate >= 0 and st.disk_bandwidth >= 0, "storage rates",
@@ -165,8 +213,17 @@ class Plan:
 
     # -- changing ----------------------------------------------------------
     def with_param(self, name: str, value: Any) -> "Plan":
-        """A copy with one parameter set by its short name (see PARAMETERS) or option name."""
+        """A copy with one parameter set by its short name (see PARAMETERS) or option name.
+
+        Setting a dirty rate on an idle workload makes it uniform (a dirty rate
+        means writes); ``bandwidth`` is read as ``link-rate``, with a warning.
+        """
         key = name.replace("_", "-")
+        if key in DEPRECATED_PARAMETERS:
+            deprecated(key, DEPRECATED_PARAMETERS[key])
+            key = DEPRECATED_PARAMETERS[key]
+        if key == "dirty-rate" and self.workload.kind == "idle":
+            return replace(self, workload=replace(self.workload, kind="uniform")).with_param(key, value)
         if key in PARAMETERS:
             section, attr, parse = PARAMETERS[key]
             try:
@@ -190,8 +247,9 @@ class Plan:
             f"({vm.pages} pages), {vm.vcpus} vCPUs, disk {format_size(vm.disk_size)}",
             f"  workload  {wl.kind}" + (f", {format_rate(wl.dirty_rate)} of writes over "
                                         f"{format_size(wl.wss or vm.memory)}" if wl.kind != "idle" else ""),
-            f"  link      {format_rate(link.bandwidth)}, RTT {link.rtt * 1000:g} ms"
-            + (f", {format_rate(link.stream_limit)} per stream" if link.stream_limit else ""),
+            f"  link      {format_rate(link.link_rate)}, RTT {link.rtt * 1000:g} ms"
+            + (f", {format_rate(link.stream_limit)} per stream" if link.stream_limit else "")
+            + (f"; migration capped at {format_rate(self.max_bandwidth)}" if self.max_bandwidth else ""),
             "  storage   " + ("shared" if st.shared else
                               f"local (disk moves; guest writes {format_rate(st.disk_dirty_rate)})"),
         ]
@@ -214,12 +272,17 @@ def _section(klass: type, name: str, data: Any) -> Any:
         return data
     if not isinstance(data, dict):
         raise InvalidInput(f"plan section {name!r} must be a mapping", f"e.g. {{\"{name}\": {{...}}}}")
+    kwargs = {}
+    if klass is Link and "bandwidth" in data:
+        deprecated("link.bandwidth", "link.link_rate")
+        data = dict(data)
+        old = data.pop("bandwidth")
+        data.setdefault("link_rate", old)
     known = {f.name: f for f in fields(klass)}
     unknown = set(data) - set(known)
     if unknown:
         raise InvalidInput(f"unknown keys in plan section {name!r}: {', '.join(sorted(unknown))}",
                            f"known keys: {', '.join(known)}")
-    kwargs = {}
     for key, value in data.items():
         parse = _FIELD_PARSERS.get((name, key))
         try:
@@ -277,7 +340,7 @@ PARAMETERS: dict[str, tuple[str | None, str, Callable[[Any], Any]]] = {
     "zero-fraction": ("workload", "zero_fraction", _fraction),
     "delta-fraction": ("workload", "delta_fraction", _fraction),
     "trace": ("workload", "trace", str),
-    "bandwidth": ("link", "bandwidth", parse_rate),
+    "link-rate": ("link", "link_rate", parse_rate),
     "rtt": ("link", "rtt", parse_duration),
     "stream-limit": ("link", "stream_limit", parse_rate),
     "storage": ("storage", "shared", _shared),
@@ -287,6 +350,12 @@ PARAMETERS: dict[str, tuple[str | None, str, Callable[[Any], Any]]] = {
     "strategy": (None, "strategy", str),
     "seed": (None, "seed", _integer),
     "max-time": (None, "max_time", parse_duration),
+    "max-bandwidth": (None, "max_bandwidth", parse_rate),
 }
+
+# old short name -> the one it stands for (read with a warning)
+DEPRECATED_PARAMETERS = {"bandwidth": "link-rate"}
+
+_TOP_LEVEL = {attr: entry for entry in PARAMETERS.values() if entry[0] is None for attr in [entry[1]]}
 
 _FIELD_PARSERS = {(section, attr): parse for section, attr, parse in PARAMETERS.values() if section}

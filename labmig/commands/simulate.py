@@ -7,6 +7,10 @@
 
 Choices come from the registries (STRATEGIES, WORKLOADS); option flags come
 from the strategies' option dataclasses, so a new option shows up here alone.
+``--link-rate`` is the capacity of the path between the hosts, ``--max-bandwidth``
+QEMU's cap on the migration stream; ``--bandwidth`` is the old, deprecated word
+for the link rate (it says so). ``--dirty-rate`` without ``--workload`` means
+uniform writes over the working set.
 """
 from __future__ import annotations
 
@@ -22,9 +26,9 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..model import MigrationResult
-from ..plan import PARAMETERS, Plan
-from ..report import result_text, text_table
-from ..sim.run import simulate
+from ..plan import DEPRECATED_PARAMETERS, PARAMETERS, Plan
+from ..report import result_text
+from ..sim import simulate
 from ..sim.workloads import WORKLOADS
 from ..strategies import STRATEGIES, option_fields
 from ..strategies.base import parse_option
@@ -39,7 +43,9 @@ _PARAM_HELP = {
     "hot-fraction": "hotcold: share of the working set that is hot", "hot-share": "hotcold: share of writes on it",
     "zero-fraction": "share of memory that is zero pages", "delta-fraction": "share of a page one rewrite changes",
     "trace": "trace workload: JSON (interval, dirty_pages) or .npz (interval, bitmaps)",
-    "bandwidth": "link bandwidth, e.g. 10Gbit/s", "rtt": "round-trip time, e.g. 0.5ms",
+    "link-rate": "capacity of the path between the hosts, e.g. 10Gbit/s",
+    "max-bandwidth": "QEMU's cap on the migration stream (max-bandwidth), e.g. 50MiB/s; 0 = no cap",
+    "rtt": "round-trip time, e.g. 0.5ms",
     "stream-limit": "bytes/s one migration stream can push (CPU bound), e.g. 1GiB/s",
     "storage": "shared, or local (the disk moves too)", "disk-dirty-rate": "disk writes during migration, e.g. 20MiB/s",
     "disk-bandwidth": "disk read/write speed, e.g. 500MiB/s",
@@ -79,6 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name in ("strategy", "workload"):
             continue
         p.add_argument(f"--{name}", dest=f"param_{name}", metavar="VALUE", help=_PARAM_HELP.get(name))
+    p.add_argument("--bandwidth", dest="deprecated_bandwidth", metavar="VALUE",
+                   help="deprecated: here it means --link-rate")
     group = p.add_argument_group("strategy options (QEMU / Nova names)")
     for name, (meta, owners) in sorted(_strategy_options().items()):
         flag = "--" + name.replace("_", "-")
@@ -88,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         group.add_argument(flag, dest=f"opt_{name}", metavar="VALUE", help=_esc(help_text))
     p.add_argument("--sweep", action="append", default=[], metavar="PARAM=a,b,c",
                    help="run once per value (repeat for a grid) and print a comparison table; "
-                        "PARAM is a flag name without -- (e.g. bandwidth, dirty-rate, strategy, downtime-limit); "
+                        "PARAM is a flag name without -- (e.g. link-rate, max-bandwidth, dirty-rate, strategy, downtime-limit); "
                         "FROM..TO:N gives N evenly spaced values")
     p.add_argument("--json", action="store_true", help="print the result(s) as JSON")
     p.add_argument("--csv", metavar="FILE.csv", help="write the timeline (one run) or the comparison (sweep) as CSV")
@@ -107,12 +115,18 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan = Plan()
     if args.strategy:
         plan = plan.with_param("strategy", args.strategy)
-    if args.workload:
-        plan = plan.with_param("workload", args.workload)
+    if getattr(args, "deprecated_bandwidth", None) is not None:
+        if getattr(args, "param_link-rate", None) is not None:
+            raise InvalidInput("--bandwidth and --link-rate both given", "give --link-rate only")
+        print("labmig simulate: --bandwidth is deprecated; here it means --link-rate (the capacity of the "
+              "path between the hosts); QEMU's cap on the migration stream is --max-bandwidth", file=sys.stderr)
+        setattr(args, "param_link-rate", args.deprecated_bandwidth)
     for name in PARAMETERS:
         value = getattr(args, f"param_{name}", None)
         if value is not None:
-            plan = plan.with_param(name, value)
+            plan = plan.with_param(name, value)    # a dirty rate on an idle guest makes it uniform
+    if args.workload:
+        plan = plan.with_param("workload", args.workload)
     options = dict(plan.options)
     for name in _strategy_options():
         value = getattr(args, f"opt_{name}", None)
@@ -129,12 +143,14 @@ def parse_sweeps(specs: list[str]) -> list[tuple[str, list[tuple[str, Any]]]]:
         items = [v.strip() for v in values.split(",") if v.strip()]
         if not sep or not name or not items:
             raise InvalidInput(f"cannot read --sweep {spec!r}",
-                               "write it like --sweep bandwidth=1Gbit/s,10Gbit/s or dirty-rate=50MiB/s..2GiB/s:20")
+                               "write it like --sweep link-rate=1Gbit/s,10Gbit/s or dirty-rate=50MiB/s..2GiB/s:20")
         name = name.strip().lstrip("-")
         known_opts = _strategy_options()
+        if name.replace("_", "-") in DEPRECATED_PARAMETERS:
+            name = DEPRECATED_PARAMETERS[name.replace("_", "-")]
         if name.replace("-", "_") not in known_opts and name.replace("_", "-") not in PARAMETERS:
             raise InvalidInput(f"--sweep: unknown parameter {name!r}",
-                               "use a plan flag (memory, dirty-rate, bandwidth, strategy …) or a strategy option")
+                               "use a plan flag (memory, dirty-rate, link-rate, max-bandwidth, strategy …) or a strategy option")
         expanded: list[tuple[str, Any]] = []
         for item in items:
             if ".." in item:
@@ -243,8 +259,13 @@ def sweep_table(rows: list[tuple[dict[str, str], MigrationResult]]) -> list[list
 
 
 def print_sweep(rows: list[tuple[dict[str, str], MigrationResult]], out: Any = None) -> None:
-    header, *body = sweep_table(rows)
-    print(text_table(body, header=header), file=out or sys.stdout)
+    out = out or sys.stdout
+    table = sweep_table(rows)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for k, row in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
+        if k == 0:
+            print("  ".join("-" * w for w in widths), file=out)
 
 
 def plot_timeline(result: MigrationResult, path: str) -> None:

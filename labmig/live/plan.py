@@ -158,11 +158,13 @@ class LiveOptions:
 
         if name == "cold":
             raise InvalidInput("cold is not a live strategy", "use labmig migrate cold for it")
+        options = {k.replace("-", "_"): v for k, v in (options or {}).items()}
+        max_bandwidth = options.pop("max_bandwidth", None)   # the spec's, not a strategy option
         opts = make_strategy(name, options).options
         get = lambda field, default=None: getattr(opts, field, default)  # noqa: E731
         kwargs: dict[str, Any] = {"max_downtime": get("downtime_limit")}
-        if get("max_bandwidth"):
-            kwargs["bandwidth"] = get("max_bandwidth")
+        if max_bandwidth:
+            kwargs["bandwidth"] = max_bandwidth
         if name == "postcopy":
             passes = int(get("postcopy_after_passes", 0))
             kwargs["postcopy"] = PostcopyMode("after", passes) if passes else PostcopyMode("now")

@@ -1,5 +1,6 @@
 """The closed-form model of pre-copy the engine is tested against.
 
+    stream_rate(plan)     what the stream gets: the link rate under the max_bandwidth cap
     PrecopyModel          round volumes, iterations, total time, downtime, bytes
     precopy_model(plan)   the model for a plan whose workload dirties distinct pages
     saturation(t, ...)    dirty share of a working set under uniform random writes
@@ -8,7 +9,7 @@
 
 Derivation (pass model, as the engine runs it). Let ``M`` be the pages of
 memory, ``P`` the page size, ``w = P + 8`` the wire bytes of a page, ``B`` the
-bandwidth (bytes/s), so ``b = B / w`` pages/s; the guest dirties ``r`` distinct
+stream's rate (bytes/s: the link rate, or max_bandwidth when lower), so ``b = B / w`` pages/s; the guest dirties ``r`` distinct
 pages a second (the ``sequential`` workload, ``r = dirty_rate / P``) within a
 working set of ``W`` pages; ``ρ = r / b``; ``d`` the downtime limit.
 
@@ -57,6 +58,12 @@ class PrecopyModel:
     bytes_total: float = 0.0
 
 
+def stream_rate(plan: Plan) -> float:
+    """Bytes/s the migration stream gets: the link rate, under the plan's max_bandwidth cap."""
+    rate = plan.link.link_rate
+    return min(rate, plan.max_bandwidth) if plan.max_bandwidth else rate
+
+
 def precopy_model(plan: Plan, downtime_limit: float = 0.3, max_passes: int = 10_000) -> PrecopyModel:
     """The closed-form pre-copy of ``plan`` (its workload read as ``r`` distinct pages a second)."""
     vm, link = plan.vm, plan.link
@@ -64,7 +71,7 @@ def precopy_model(plan: Plan, downtime_limit: float = 0.3, max_passes: int = 10_
     W = plan.wss_pages if plan.workload.kind != "idle" else M
     r = plan.workload.dirty_rate / P if plan.workload.kind != "idle" else 0.0
     w = P + PAGE_HEADER
-    B = link.bandwidth
+    B = stream_rate(plan)
     b = B / w
     rho = r / b
     threshold_pages = B * downtime_limit / P
@@ -116,7 +123,7 @@ def saturation(t: float, write_rate: float, wss_pages: int) -> float:
 
 def uniform_next_round(pages_sent: float, plan: Plan) -> float:
     """Expected pages dirtied (distinct) while ``pages_sent`` pages cross, under uniform writes."""
-    t = pages_sent * (plan.vm.page_size + PAGE_HEADER) / plan.link.bandwidth
+    t = pages_sent * (plan.vm.page_size + PAGE_HEADER) / stream_rate(plan)
     W = plan.wss_pages
     return W * saturation(t, plan.workload.dirty_rate / plan.vm.page_size, W)
 
@@ -124,6 +131,7 @@ def uniform_next_round(pages_sent: float, plan: Plan) -> float:
 def postcopy_idle(plan: Plan) -> tuple[float, float, float]:
     """(total time, downtime, bytes) of pure post-copy of a guest that writes nothing."""
     vm, link = plan.vm, plan.link
-    downtime = vm.device_state / link.bandwidth + link.rtt
+    rate = stream_rate(plan)
+    downtime = vm.device_state / rate + link.rtt
     push = vm.pages * (vm.page_size + PAGE_HEADER)
-    return downtime + push / link.bandwidth, downtime, push + vm.device_state
+    return downtime + push / rate, downtime, push + vm.device_state

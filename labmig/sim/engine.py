@@ -25,9 +25,10 @@ during its own pass is always sent again: the ordering the dirty log exists for.
 
 On the wire each page costs its bytes plus an 8-byte header; a zero page costs
 the header and one byte (QEMU's zero-page detection); an XBZRLE hit costs the
-header, a 3-byte prefix and the encoded delta. Throughput is the link bandwidth,
-capped by ``max_bandwidth`` and by ``streams × stream_limit`` when one stream
-is CPU-bound, less what a disk mirror needs.
+header, a 3-byte prefix and the encoded delta. Throughput is the link rate,
+capped by the plan's ``max_bandwidth`` (QEMU's max-bandwidth) and by
+``streams × stream_limit`` when one stream is CPU-bound, less what a disk
+mirror needs.
 
 With ``track_versions`` every page carries a version on the source (bumped when
 written) and on the destination (set when received): after a run the
@@ -136,7 +137,7 @@ class Totals:
 class LiveEngine:
     """Mechanics of one live migration of ``plan``; a strategy calls the steps."""
 
-    def __init__(self, plan: Plan, *, max_bandwidth: float = 0.0, streams: int = 1,
+    def __init__(self, plan: Plan, *, max_bandwidth: float | None = None, streams: int = 1,
                  zero_page_detection: bool = True, xbzrle_cache: int = 0,
                  track_versions: bool = False) -> None:
         self.plan = plan.validated()
@@ -172,7 +173,9 @@ class LiveEngine:
         zf = self.workload.zero_pages_from()
         self.zero_from = min(self.n, -(-zf // 64) * 64) if zf < self.n else self.n
 
-        bw = plan.link.bandwidth
+        bw = plan.link.link_rate
+        if max_bandwidth is None:
+            max_bandwidth = plan.max_bandwidth
         if max_bandwidth:
             bw = min(bw, max_bandwidth)
         if plan.link.stream_limit:

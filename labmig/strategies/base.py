@@ -7,7 +7,7 @@
     build_options()   an options object from a plain mapping, units parsed
 
 Option names follow QEMU's migration parameters and Nova's settings where one
-exists (downtime_limit, max_bandwidth, cpu_throttle_initial, xbzrle_cache_size,
+exists (downtime_limit, cpu_throttle_initial, xbzrle_cache_size,
 multifd_channels, live_migration_completion_timeout …), so the libvirt backend
 can map the same objects onto libvirt flags and parameters.
 """

@@ -61,9 +61,9 @@ class Cold(Strategy):
         bytes_by_phase = {"shutdown": 0}
         t += o.shutdown_time
         timeline.append(TimelinePoint(t=t, phase="shutdown", remaining_bytes=0 if st.shared else vm.disk_size))
-        rate = link.bandwidth if not st.disk_bandwidth else min(link.bandwidth, st.disk_bandwidth)
+        rate = link.link_rate if not st.disk_bandwidth else min(link.link_rate, st.disk_bandwidth)
         disk_bytes = DEFINITION_BYTES
-        copy_time = link.rtt + DEFINITION_BYTES / link.bandwidth
+        copy_time = link.rtt + DEFINITION_BYTES / link.link_rate
         note = "shared storage: only the definition moves"
         if not st.shared:
             if o.disk_copy == "full":
@@ -77,7 +77,7 @@ class Cold(Strategy):
                 digests = blocks * DIGEST_BYTES
                 sent = min(vm.disk_size, stale * o.block_size)
                 disk_bytes += digests + sent
-                copy_time += vm.disk_size / hash_rate + digests / link.bandwidth + sent / rate
+                copy_time += vm.disk_size / hash_rate + digests / link.link_rate + sent / rate
                 note = f"hashed delta: {stale} of {blocks} blocks differ"
         events.append(Event(t, "disk-copy", note))
         t += copy_time

@@ -45,6 +45,6 @@ class Compression(Precopy):
     def make_engine(self, plan: Plan, track_versions: bool) -> LiveEngine:
         o = self.options
         cache = o.xbzrle_cache_size if o.xbzrle else 0
-        return LiveEngine(plan, max_bandwidth=o.max_bandwidth, streams=max(1, o.multifd_channels),
+        return LiveEngine(plan, streams=max(1, o.multifd_channels),
                           zero_page_detection=o.zero_page_detection, xbzrle_cache=cache,
                           track_versions=track_versions)

@@ -1,6 +1,7 @@
 """Pre-copy, the default live migration, and the loop the other live strategies reuse.
 
-    PrecopyOptions   downtime_limit, max_bandwidth, zero_page_detection, stop rule
+    PrecopyOptions   downtime_limit, zero_page_detection, stop rule (the cap on the
+                     stream, max_bandwidth, belongs to the plan: it applies to every strategy)
     Precopy          passes until QEMU's switch-over rule holds, then stop-and-copy
 
 QEMU's rule: after each sync, switch over when the pending RAM is below the
@@ -40,7 +41,6 @@ from .base import Strategy, option
 @dataclass
 class PrecopyOptions:
     downtime_limit: float = option(0.3, "duration", "longest pause allowed at switch-over (QEMU downtime-limit)")
-    max_bandwidth: float = option(0.0, "rate", "cap on migration throughput; 0 = the link (QEMU max-bandwidth)")
     zero_page_detection: bool = option(True, "bool", "send zero pages as a header only (QEMU does by default)")
     stop_rule: str = option("qemu", "choice", "qemu: pending < bandwidth x downtime_limit; xen: Xen's 3 rules",
                             choices=("qemu", "xen"))
@@ -65,7 +65,7 @@ class Precopy(Strategy):
     # -- hooks ---------------------------------------------------------------
     def make_engine(self, plan: Plan, track_versions: bool) -> LiveEngine:
         o = self.options
-        return LiveEngine(plan, max_bandwidth=o.max_bandwidth, zero_page_detection=o.zero_page_detection,
+        return LiveEngine(plan, zero_page_detection=o.zero_page_detection,
                           track_versions=track_versions)
 
     def prepare(self, eng: LiveEngine) -> str:

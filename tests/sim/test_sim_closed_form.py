@@ -7,7 +7,7 @@ import pytest
 from labmig import core
 from labmig.model import Outcome
 from labmig.plan import VM, Link, Plan, Workload
-from labmig.sim.run import simulate
+from labmig.sim import simulate
 from labmig.sim.analytic import postcopy_idle, precopy_model, saturation, uniform_next_round
 from labmig.sim.workloads import UniformWorkload
 
@@ -26,7 +26,7 @@ CASES = [
 @pytest.mark.parametrize("memory,rate,bandwidth,wss,limit", CASES)
 def test_precopy_matches_closed_form(memory, rate, bandwidth, wss, limit):
     plan = Plan(vm=VM(memory=memory), workload=Workload(kind="sequential", dirty_rate=rate, wss=wss),
-                link=Link(bandwidth=bandwidth, rtt=0.001), options={"downtime_limit": limit})
+                link=Link(link_rate=bandwidth, rtt=0.001), options={"downtime_limit": limit})
     result = simulate(plan)
     model = precopy_model(plan, limit)
     assert result.outcome == Outcome.COMPLETED
@@ -47,7 +47,7 @@ def test_closed_form_iteration_count_formula():
     rho = 0.5
     rate = rho * bw / (page + 8) * page
     plan = Plan(vm=VM(memory=memory, page_size=page), workload=Workload(kind="sequential", dirty_rate=rate),
-                link=Link(bandwidth=bw, rtt=0.0), options={"downtime_limit": limit})
+                link=Link(link_rate=bw, rtt=0.0), options={"downtime_limit": limit})
     model = precopy_model(plan, limit)
     assert model.iterations == math.floor(math.log(bw * limit / memory) / math.log(rho)) + 1 == 6
     assert simulate(plan).iterations == 6
@@ -55,7 +55,7 @@ def test_closed_form_iteration_count_formula():
 
 def test_non_convergence_when_dirty_rate_exceeds_bandwidth():
     plan = Plan(vm=VM(memory=4 * GiB), workload=Workload(kind="sequential", dirty_rate=2 * GiB, wss=2 * GiB),
-                link=Link(bandwidth=10e9 / 8))
+                link=Link(link_rate=10e9 / 8))
     assert not precopy_model(plan).converges
     result = simulate(plan)
     assert result.outcome == Outcome.DID_NOT_CONVERGE
@@ -79,7 +79,7 @@ def test_uniform_writes_saturate_as_one_minus_exp():
 
 def test_uniform_rounds_follow_expected_saturation():
     plan = Plan(vm=VM(memory=8 * GiB), workload=Workload(kind="uniform", dirty_rate=800 * MiB, wss=2 * GiB),
-                link=Link(bandwidth=10e9 / 8), options={"downtime_limit": 0.05})
+                link=Link(link_rate=10e9 / 8), options={"downtime_limit": 0.05})
     result = simulate(plan)
     points = result.timeline[:-1]
     assert len(points) >= 3
@@ -90,7 +90,7 @@ def test_uniform_rounds_follow_expected_saturation():
 
 
 def test_postcopy_of_idle_guest_is_one_push():
-    plan = Plan(vm=VM(memory=1 * GiB, device_state=2 * MiB), link=Link(bandwidth=1e9, rtt=0.002),
+    plan = Plan(vm=VM(memory=1 * GiB, device_state=2 * MiB), link=Link(link_rate=1e9, rtt=0.002),
                 strategy="postcopy")
     result = simulate(plan)
     total, downtime, nbytes = postcopy_idle(plan)

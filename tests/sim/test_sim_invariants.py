@@ -43,7 +43,7 @@ def plans(draw):
     if strategy != "postcopy" or options.get("postcopy_after_passes"):
         options["bitmap_sync"] = draw(st.sampled_from(["pass", "qemu"]))
     return Plan(vm=VM(memory=pages * page, page_size=page, vcpus=draw(st.integers(1, 4))),
-                workload=workload, link=Link(bandwidth=bandwidth, rtt=draw(st.floats(0.0, 0.01))),
+                workload=workload, link=Link(link_rate=bandwidth, rtt=draw(st.floats(0.0, 0.01))),
                 strategy=strategy, options=options, seed=draw(st.integers(0, 2**32 - 1)), max_time=300.0)
 
 

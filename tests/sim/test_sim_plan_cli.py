@@ -9,7 +9,7 @@ from labmig import core
 from labmig.commands import simulate as simcmd
 from labmig.errors import InvalidInput
 from labmig.plan import PARAMETERS, VM, Plan, Workload
-from labmig.sim.run import simulate
+from labmig.sim import simulate
 from labmig.sim.workloads import WORKLOADS, HotColdWorkload, SequentialWorkload, make_workload
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -27,10 +27,10 @@ def cli(*argv):
 def test_plan_round_trips_and_reads_units():
     plan = Plan.from_dict({"vm": {"memory": "8GiB", "page_size": "4KiB"},
                            "workload": {"kind": "uniform", "dirty_rate": "200MiB/s", "wss": "1GiB"},
-                           "link": {"bandwidth": "10Gbit/s", "rtt": "1ms"},
+                           "link": {"link_rate": "10Gbit/s", "rtt": "1ms"},
                            "strategy": "autoconverge", "options": {"cpu_throttle_initial": 30}, "seed": 5})
     assert plan.vm.memory == 8 * GiB and plan.workload.dirty_rate == 200 * MiB
-    assert plan.link.bandwidth == 1.25e9 and plan.link.rtt == 0.001
+    assert plan.link.link_rate == 1.25e9 and plan.link.rtt == 0.001
     assert Plan.from_json(plan.to_json()) == plan
     text = plan.describe()
     assert "autoconverge" in text and "8.00 GiB" in text and "cpu_throttle_initial=30" in text
@@ -40,7 +40,8 @@ def test_plan_round_trips_and_reads_units():
     ({"vm": {"memory": "8XB"}}, "unknown unit"),
     ({"vm": {"page_size": 3000}}, "vm.page_size"),
     ({"workload": {"wss": "16GiB"}}, "workload.wss"),
-    ({"link": {"bandwidth": 0}}, "link.bandwidth"),
+    ({"link": {"link_rate": 0}}, "link.link_rate"),
+    ({"max_bandwidth": "-1MiB/s"}, "max_bandwidth"),
     ({"vm": {"colour": "red"}}, "unknown keys in plan section 'vm'"),
     ({"speed": 3}, "unknown plan keys"),
     ({"workload": {"hot_share": 1.5}}, "workload.hot_share"),
@@ -52,10 +53,29 @@ def test_bad_plans_name_the_field(data, needle):
 
 
 def test_with_param_uses_cli_names():
-    plan = Plan().with_param("dirty-rate", "1GiB/s").with_param("bandwidth", "25Gbit/s")
-    assert plan.workload.dirty_rate == GiB and plan.link.bandwidth == 25e9 / 8
+    plan = Plan().with_param("dirty-rate", "1GiB/s").with_param("link-rate", "25Gbit/s")
+    assert plan.workload.dirty_rate == GiB and plan.link.link_rate == 25e9 / 8
     assert Plan().with_param("downtime_limit", "50ms").options == {"downtime_limit": "50ms"}
-    assert set(PARAMETERS) >= {"memory", "wss", "dirty-rate", "bandwidth", "rtt", "storage", "seed"}
+    assert Plan().with_param("max-bandwidth", "50MiB/s").max_bandwidth == 50 * MiB
+    assert set(PARAMETERS) >= {"memory", "wss", "dirty-rate", "link-rate", "max-bandwidth", "rtt", "storage", "seed"}
+
+
+def test_old_word_bandwidth_is_read_as_the_link_rate_with_a_warning():
+    with pytest.warns(FutureWarning, match="link_rate"):
+        assert Plan.from_dict({"link": {"bandwidth": "1Gbit/s"}}).link.link_rate == 1e9 / 8
+    with pytest.warns(FutureWarning, match="link-rate"):
+        assert Plan().with_param("bandwidth", "8Gbit/s").link.link_rate == 1e9
+    with pytest.warns(FutureWarning, match="max_bandwidth"):
+        old = Plan.from_dict({"options": {"max_bandwidth": "50MiB/s"}})
+    assert old.max_bandwidth == 50 * MiB and old.options == {}
+
+
+def test_a_dirty_rate_without_a_workload_means_uniform_writes():
+    """The rule of every entry point: a dirty rate is writes, so no workload kind means uniform."""
+    assert Plan().with_param("dirty-rate", "200MiB/s").workload.kind == "uniform"
+    assert Plan.from_dict({"workload": {"dirty_rate": "200MiB/s"}}).workload.kind == "uniform"
+    assert Plan.from_dict({"workload": {"dirty_rate": "200MiB/s", "kind": "hotcold"}}).workload.kind == "hotcold"
+    assert Plan().with_param("memory", "1GiB").workload.kind == "idle"
 
 
 # -- workloads -----------------------------------------------------------------
@@ -143,7 +163,7 @@ def test_trace_errors_say_what_to_give(tmp_path):
 
 # -- the command -------------------------------------------------------------
 def test_cli_runs_the_issue_example(capsys):
-    assert cli("--memory", "8GiB", "--wss", "1GiB", "--dirty-rate", "200MiB/s", "--bandwidth", "10Gbit/s",
+    assert cli("--memory", "8GiB", "--wss", "1GiB", "--dirty-rate", "200MiB/s", "--link-rate", "10Gbit/s",
                "--downtime-limit", "300ms", "--strategy", "precopy", "--workload", "uniform", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["outcome"] == "completed" and data["strategy"] == "precopy"
@@ -163,14 +183,14 @@ def test_cli_table_csv_and_plot(tmp_path, capsys):
 def test_cli_sweep_prints_one_row_per_value(tmp_path, capsys):
     png, table = tmp_path / "s.png", tmp_path / "s.csv"
     assert cli("--memory", "2GiB", "--workload", "uniform", "--wss", "1GiB", "--dirty-rate", "1GiB/s",
-               "--sweep", "strategy=precopy,postcopy,autoconverge,cold", "--sweep", "bandwidth=5Gbit/s,10Gbit/s",
+               "--sweep", "strategy=precopy,postcopy,autoconverge,cold", "--sweep", "link-rate=5Gbit/s,10Gbit/s",
                "--cpu-throttle-initial", "30", "--plot", str(png), "--csv", str(table)) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["strategy", "bandwidth", "outcome"]
+    assert lines[0].split()[:3] == ["strategy", "link-rate", "outcome"]
     assert len(lines) == 2 + 8
     assert png.stat().st_size > 1000
     rows = table.read_text().splitlines()
-    assert rows[0].startswith("strategy,bandwidth,outcome,total_time") and len(rows) == 9
+    assert rows[0].startswith("strategy,link-rate,outcome,total_time") and len(rows) == 9
     assert rows[-1].startswith("cold,10Gbit/s,completed,")
 
 
@@ -180,7 +200,7 @@ def test_cli_rejects_options_of_other_strategies():
     with pytest.raises(InvalidInput, match="unknown parameter"):
         cli("--sweep", "colour=red,blue")
     with pytest.raises(InvalidInput, match="cannot read --sweep"):
-        cli("--sweep", "bandwidth")
+        cli("--sweep", "link-rate")
 
 
 def test_cli_sweep_range_gives_evenly_spaced_values(capsys):
@@ -199,9 +219,9 @@ def test_through_the_labmig_entry_point(capsys):
 
     assert main(["simulate", "--memory", "1GiB", "--strategy", "postcopy", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["strategy"] == "postcopy"
-    assert main(["simulate", "--bandwidth", "fast"]) == 2
+    assert main(["simulate", "--link-rate", "fast"]) == 2
     err = capsys.readouterr().err
-    assert "bandwidth" in err and "hint:" in err
+    assert "link-rate" in err and "hint:" in err
 
 
 def test_help_lists_strategies_workloads_and_options(capsys):

@@ -6,14 +6,14 @@ import pytest
 from labmig.errors import InvalidInput
 from labmig.model import Outcome
 from labmig.plan import VM, Link, Plan, Storage, Workload
-from labmig.sim.run import simulate
+from labmig.sim import simulate
 from labmig.strategies import STRATEGIES, make_strategy, nova_downtime_steps
 
 GiB, MiB = 1 << 30, 1 << 20
 
 # The guest dirties 2 GiB/s over a 4 GiB working set; the link moves 1.25 GB/s.
 HOT = Plan(vm=VM(memory=8 * GiB), workload=Workload(kind="uniform", dirty_rate=2 * GiB, wss=4 * GiB),
-           link=Link(bandwidth=10e9 / 8))
+           link=Link(link_rate=10e9 / 8))
 # A case pre-copy handles.
 MILD = replace(HOT, workload=Workload(kind="uniform", dirty_rate=200 * MiB, wss=1 * GiB))
 
@@ -51,7 +51,7 @@ def test_literature_ordering_on_a_converging_case():
 def test_postcopy_faults_cost_the_guest_time():
     result = run(HOT, "postcopy")
     assert result.postcopy_faults > 0
-    per_fault = HOT.link.rtt + (4096 + 8) / HOT.link.bandwidth
+    per_fault = HOT.link.rtt + (4096 + 8) / HOT.link.link_rate
     assert result.fault_wait_time == pytest.approx(result.postcopy_faults * per_fault, rel=1e-9)
     idle = run(replace(HOT, workload=Workload()), "postcopy")
     assert idle.postcopy_faults == 0 and idle.total_time < result.total_time + 1e-9
@@ -112,7 +112,7 @@ def test_compression_xbzrle_saves_bytes_when_the_cache_holds_the_working_set():
 
 
 def test_multifd_helps_only_a_cpu_bound_stream():
-    plan = replace(MILD, link=Link(bandwidth=25e9 / 8, stream_limit=1e9))
+    plan = replace(MILD, link=Link(link_rate=25e9 / 8, stream_limit=1e9))
     one = run(plan, "compression", xbzrle=False)
     four = run(plan, "compression", xbzrle=False, multifd_channels=4)
     assert four.total_time < one.total_time / 2
@@ -139,7 +139,7 @@ def test_block_migration_moves_the_disk_too():
 
 
 def test_cold_migration_phases_add_up():
-    local = replace(MILD, storage=Storage(shared=False, stale_fraction=0.25), link=Link(bandwidth=1e9, rtt=0.001))
+    local = replace(MILD, storage=Storage(shared=False, stale_fraction=0.25), link=Link(link_rate=1e9, rtt=0.001))
     full = run(local, "cold", shutdown_time=4, boot_time=10)
     assert full.total_time == pytest.approx(4 + 0.001 + (10 * GiB + 8192) / 1e9 + 10)
     assert full.downtime == full.total_time

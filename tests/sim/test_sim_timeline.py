@@ -6,12 +6,12 @@ import pytest
 
 from labmig.model import MigrationResult, Outcome
 from labmig.plan import VM, Link, Plan, Workload
-from labmig.sim.run import simulate
+from labmig.sim import simulate
 
 # 64 pages; the link moves exactly 16 pages (of 4096 + 8 header bytes) a second;
 # the guest streams over 4 distinct pages a second.
 SMALL = Plan(vm=VM(memory=64 * 4096), workload=Workload(kind="sequential", dirty_rate=4 * 4096),
-             link=Link(bandwidth=16 * 4104, rtt=0.0), options={"downtime_limit": 0.3})
+             link=Link(link_rate=16 * 4104, rtt=0.0), options={"downtime_limit": 0.3})
 
 
 def test_precopy_timeline_is_exact():
@@ -30,7 +30,7 @@ def test_precopy_timeline_is_exact():
 
 def test_postcopy_timeline_is_exact():
     r = simulate(replace(SMALL, workload=Workload(), strategy="postcopy",
-                         options={"postcopy_step": 1.0}, link=Link(bandwidth=16 * 4104, rtt=0.01)))
+                         options={"postcopy_step": 1.0}, link=Link(link_rate=16 * 4104, rtt=0.01)))
     assert [(p.t, p.pages_sent) for p in r.timeline] == [
         (pytest.approx(1.01), 16), (pytest.approx(2.01), 16), (pytest.approx(3.01), 16), (pytest.approx(4.01), 16)]
     assert r.downtime == pytest.approx(0.01) and r.total_time == pytest.approx(4.01)
@@ -44,7 +44,7 @@ def test_cold_timeline_is_exact():
 
 def test_same_seed_same_result_other_seed_other_result():
     plan = Plan(vm=VM(memory=64 << 20), workload=Workload(kind="uniform", dirty_rate=40 << 20, wss=16 << 20),
-                link=Link(bandwidth=100e6), seed=11)
+                link=Link(link_rate=100e6), seed=11)
     a, b = simulate(plan).to_json(), simulate(plan).to_json()
     assert a == b
     assert simulate(replace(plan, seed=12)).to_json() != a
