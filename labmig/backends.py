@@ -1,0 +1,367 @@
+"""One way to run a migration, whatever runs it: the Backend protocol and its implementations.
+
+    Backend            the protocol: ``name``, ``kinds``, ``precheck(spec) -> PrecheckReport``,
+                       ``run(spec, on_point=None, on_event=None, abort=None) -> MigrationResult``
+    PrecheckReport     one report for every backend: the checks (Check: name, ok, message,
+                       hint), ``ok``, ``lines()``, ``raise_if_failed()``, and ``details`` (what a
+                       backend found: libvirt flags, block migration, bytes to move …)
+    AbortFlag          what ``abort`` must offer: ``is_set()`` (a threading.Event does)
+    SimulatorBackend   "sim": the simulator, on ``spec.to_plan()``
+    LiveBackend        "live": LiveMigration over libvirt (labmig.live.migration)
+    ColdBackend        "cold": ColdMigration over libvirt + ssh (labmig.cold.migration)
+    BACKENDS           name -> backend class; ``get_backend(name)``, ``backend_for(spec)``
+    live_plan(spec), cold_plan(spec)   what the libvirt backends make of a spec
+
+The contract: ``run`` returns a MigrationResult whatever happens to the migration —
+completed, did not converge, aborted, rolled back, failed — with its outcome and a
+message saying where the VM is. It raises only before anything changed: bad input
+(:class:`InvalidInput`) or a failed pre-check (:class:`PrecheckFailed`). Ctrl-C still
+interrupts, after the rollback.
+
+On the local lab, a real run whose spec states a link rate (``spec.link_given``) shapes
+the lab's inter-host link to it for that run, says so in an event, and puts the
+previous rate back afterwards; on other hosts the link rate is only declared (it is
+what the simulator's prediction uses). ``spec.max_bandwidth`` reaches libvirt as
+VIR_MIGRATE_PARAM_BANDWIDTH, as it reaches the simulator's engine.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+
+from .errors import InvalidInput, MigrationFailed, PrecheckFailed
+from .live.prechecks import Check
+from .model import Event, MigrationResult, Outcome, TimelinePoint
+from .spec import MigrationSpec, NovaSettings
+from .units import format_rate
+
+log = logging.getLogger(__name__)
+
+PointCallback = Callable[[TimelinePoint], None]
+EventCallback = Callable[[Event], None]
+
+__all__ = ["Backend", "PrecheckReport", "Check", "AbortFlag", "SimulatorBackend", "LiveBackend",
+           "ColdBackend", "BACKENDS", "get_backend", "backend_for", "live_plan", "cold_plan"]
+
+
+class AbortFlag(Protocol):
+    """Set by the caller (another thread, a widget) to stop a run; a threading.Event is one."""
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class PrecheckReport:
+    """The verdicts of a backend's pre-checks, the same type for every backend."""
+
+    backend: str
+    spec: MigrationSpec
+    checks: list[Check] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.ok is False]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def add(self, name: str, ok: bool | None, message: str, hint: str | None = None) -> Check:
+        check = Check(name, ok, message, hint)
+        self.checks.append(check)
+        return check
+
+    def lines(self) -> list[str]:
+        return [c.line() for c in self.checks]
+
+    def raise_if_failed(self) -> None:
+        if self.ok:
+            return
+        first = self.failed[0]
+        lines = "\n".join("  " + line for line in self.lines())
+        raise PrecheckFailed(f"cannot {self.spec.kind}-migrate {self.spec.vm.name}: {first.message}\n{lines}",
+                             first.hint)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [{"name": c.name, "ok": c.ok, "message": c.message, "hint": c.hint} for c in self.checks]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What runs a MigrationSpec. See the module docstring for the contract."""
+
+    name: str
+    kinds: tuple[str, ...]
+
+    def precheck(self, spec: MigrationSpec) -> PrecheckReport: ...
+
+    def run(self, spec: MigrationSpec, on_point: PointCallback | None = None,
+            on_event: EventCallback | None = None, abort: AbortFlag | None = None) -> MigrationResult: ...
+
+
+def _check_kind(backend: Any, spec: MigrationSpec) -> None:
+    if spec.kind not in backend.kinds:
+        raise InvalidInput(f"the {backend.name} backend runs {' and '.join(backend.kinds)} migrations, "
+                           f"not {spec.kind} ({spec.strategy})", "pick the backend of that kind")
+
+
+def _not_started(spec: MigrationSpec, backend: str, reason: str) -> MigrationResult:
+    return MigrationResult(kind=spec.kind, strategy=spec.strategy, backend=backend, outcome=Outcome.ABORTED,
+                           total_time=0.0, downtime=0.0, vm=spec.vm.name, source=spec.source,
+                           destination=spec.destination, message=f"{reason}: not started; the VM did not move",
+                           plan=spec.to_dict())
+
+
+# -- the simulator -----------------------------------------------------------------
+class SimulatorBackend:
+    """The simulator: every kind, any scale, deterministic for the spec's seed."""
+
+    name = "sim"
+    kinds = ("live", "cold")
+
+    def precheck(self, spec: MigrationSpec) -> PrecheckReport:
+        from .strategies import make_strategy
+
+        report = PrecheckReport(self.name, spec)
+        plan = spec.to_plan().validated()
+        make_strategy(spec.strategy, plan.options)
+        report.add("spec", True, f"{spec.kind} migration of {spec.vm.name} with {spec.strategy}")
+        cap = f"; stream capped at {format_rate(spec.max_bandwidth)}" if spec.max_bandwidth else ""
+        report.add("link", True, f"link rate {format_rate(spec.link.link_rate)}{cap}")
+        report.details.update(_strategy_details(spec))
+        return report
+
+    def run(self, spec: MigrationSpec, on_point: PointCallback | None = None,
+            on_event: EventCallback | None = None, abort: AbortFlag | None = None) -> MigrationResult:
+        from .sim import simulate
+
+        _check_kind(self, spec)
+        if abort is not None and abort.is_set():
+            return _not_started(spec, self.name, "aborted before the start")
+        result = simulate(spec.to_plan())
+        for point in result.timeline if on_point else ():
+            on_point(point)            # type: ignore[misc]
+        for event in result.events if on_event else ():
+            on_event(event)            # type: ignore[misc]
+        if spec.source or spec.destination:
+            result.source, result.destination = spec.source or result.source, spec.destination or result.destination
+        return result
+
+
+def _strategy_details(spec: MigrationSpec) -> dict[str, Any]:
+    """What a strategy says it becomes on libvirt, when it can say (see strategies.base)."""
+    from .strategies import make_strategy
+
+    strategy = make_strategy(spec.strategy, spec.options_dict())
+    to_libvirt = getattr(strategy, "to_libvirt", None)
+    if to_libvirt is None:
+        return {}
+    mapping = to_libvirt(spec)
+    return {"libvirt_flags": list(mapping.flags), "libvirt_params": dict(mapping.params)}
+
+
+# -- live, over libvirt ---------------------------------------------------------------
+_LIVE_SPEC_HOMES = {"bandwidth": "max_bandwidth", "policy": "nova.policy",
+                    "completion_timeout": "nova.completion_timeout", "timeout_action": "nova.timeout_action"}
+
+
+def live_plan(spec: MigrationSpec) -> Any:
+    """The LivePlan (labmig.live.plan) of a live spec: strategy options, cap, Nova settings, run options."""
+    from .live.plan import LiveOptions, LivePlan
+
+    spec.require_hosts()
+    known = {f.name for f in dataclasses.fields(LiveOptions)}
+    run = dict(spec.run_options)
+    for key in run:
+        if key in _LIVE_SPEC_HOMES:
+            raise InvalidInput(f"run option {key!r} has its own place in the spec", f"set {_LIVE_SPEC_HOMES[key]}")
+        if key not in known:
+            raise InvalidInput(f"unknown live run option {key!r}",
+                               f"known: {', '.join(sorted(known - set(_LIVE_SPEC_HOMES)))}")
+    defaults = NovaSettings()
+    for name in ("policy", "completion_timeout", "timeout_action"):
+        value = getattr(spec.nova, name)
+        if value != getattr(defaults, name):
+            run[name] = value
+    if spec.max_bandwidth:
+        run["bandwidth"] = spec.max_bandwidth
+    options = LiveOptions.from_strategy(spec.strategy, spec.options_dict(), **run)
+    return LivePlan(spec.vm.name, spec.source, spec.destination, options)
+
+
+@contextlib.contextmanager
+def _lab_link(spec: MigrationSpec, source: Any, destination: Any, note: EventCallback) -> Iterator[None]:
+    """Shape the local lab's link to the spec's link rate for the run, then put it back."""
+    lab = _local_lab_of(source, destination) if spec.link_given else None
+    if lab is None:
+        yield
+        return
+    before = lab.link_rate
+    lab.shape_link(spec.link.link_rate)
+    note(Event(0.0, "link-rate", f"lab link shaped to {format_rate(spec.link.link_rate)} for this run"))
+    try:
+        yield
+    finally:
+        lab.shape_link(before)
+        note(Event(0.0, "link-rate", "lab link back to " + ("unlimited" if before is None else format_rate(before))))
+
+
+def _local_lab_of(source: Any, destination: Any) -> Any:
+    """The LocalLab both hosts belong to, or None (real hosts: the link rate is only declared)."""
+    from .hosts import lab_hosts
+
+    uris = {h.uri for h in lab_hosts()}
+    if not uris or source.uri not in uris or destination.uri not in uris:
+        return None
+    from .lab import LocalLab
+
+    return LocalLab()
+
+
+def _abort_watcher(abort: AbortFlag | None, stop: Callable[[str], None]) -> Callable[[], None]:
+    """A thread calling ``stop`` once ``abort`` is set; returns the function that ends it."""
+    if abort is None:
+        return lambda: None
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            if abort.is_set():
+                stop("aborted by the caller")
+                return
+
+    thread = threading.Thread(target=watch, name="abort-watch", daemon=True)
+    thread.start()
+    return done.set
+
+
+class LiveBackend:
+    """Live migration over libvirt, as Nova's libvirt driver does it (labmig.live.migration)."""
+
+    name = "live"
+    kinds = ("live",)
+
+    def precheck(self, spec: MigrationSpec) -> PrecheckReport:
+        from .hosts import resolve_host
+        from .live.prechecks import run_prechecks
+
+        _check_kind(self, spec)
+        plan = live_plan(spec)
+        source, destination = resolve_host(plan.source), resolve_host(plan.destination)
+        try:
+            found = run_prechecks(plan, source, destination)
+        finally:
+            source.close()
+            destination.close()
+        report = PrecheckReport(self.name, spec, list(found.checks))
+        report.details.update(_strategy_details(spec), block_migration=found.block_migration,
+                              data_bytes=found.data_bytes)
+        return report
+
+    def run(self, spec: MigrationSpec, on_point: PointCallback | None = None,
+            on_event: EventCallback | None = None, abort: AbortFlag | None = None) -> MigrationResult:
+        from .hosts import resolve_host
+        from .live.migration import LiveMigration
+        from .live.probe import probe_for
+
+        _check_kind(self, spec)
+        plan = live_plan(spec)
+        if abort is not None and abort.is_set():
+            return _not_started(spec, "libvirt", "aborted before the start")
+        source, destination = resolve_host(plan.source), resolve_host(plan.destination)
+        notes: list[Event] = []
+        with LiveMigration(plan, source, destination, on_point=on_point, on_event=on_event,
+                           probe=probe_for(spec.vm.name)) as mig:
+            with _lab_link(spec, source, destination, lambda e: (notes.append(e), mig.note(e.kind, e.message))):
+                stop = _abort_watcher(abort, mig.abort)
+                try:
+                    result = mig.run()
+                finally:
+                    stop()
+        result.extra["link_rate"] = spec.link.link_rate
+        result.extra["link_shaped"] = bool(notes)
+        return result
+
+
+# -- cold, over libvirt + ssh ---------------------------------------------------------
+def cold_plan(spec: MigrationSpec) -> Any:
+    """The ColdPlan (labmig.cold.migration) of a cold spec; run options are its ColdOptions."""
+    from .cold.migration import ColdOptions, ColdPlan
+
+    spec.require_hosts()
+    known = {f.name for f in dataclasses.fields(ColdOptions)}
+    unknown = sorted(set(spec.run_options) - known)
+    if unknown:
+        raise InvalidInput(f"unknown cold run option(s) {', '.join(unknown)}", f"known: {', '.join(sorted(known))}")
+    run = dict(spec.run_options)
+    run.setdefault("block_size", getattr(spec.options, "block_size", 64 << 10))
+    return ColdPlan(spec.vm.name, spec.source, spec.destination, ColdOptions(**run))
+
+
+class ColdBackend:
+    """Cold migration over libvirt + ssh (labmig.cold.migration): a failure is a result, too."""
+
+    name = "cold"
+    kinds = ("cold",)
+
+    def precheck(self, spec: MigrationSpec) -> PrecheckReport:
+        from .cold.migration import ColdMigration
+
+        _check_kind(self, spec)
+        report = PrecheckReport(self.name, spec)
+        with ColdMigration(cold_plan(spec)) as mig:
+            try:
+                for line in mig.precheck():
+                    report.add("cold", True, line)
+            except PrecheckFailed as exc:
+                report.add("cold", False, exc.message, exc.hint)
+        return report
+
+    def run(self, spec: MigrationSpec, on_point: PointCallback | None = None,
+            on_event: EventCallback | None = None, abort: AbortFlag | None = None) -> MigrationResult:
+        from .cold.migration import ColdMigration
+        from .live.probe import probe_for
+
+        _check_kind(self, spec)
+        plan = cold_plan(spec)
+        if abort is not None and abort.is_set():
+            return _not_started(spec, "libvirt", "aborted before the start")
+        with ColdMigration(plan, on_point=on_point, on_event=on_event, probe=probe_for(spec.vm.name)) as mig:
+            try:
+                return mig.run()
+            except MigrationFailed as exc:   # after a change: rolled back (or not), a result
+                return _cold_failure(spec, mig, exc)
+
+
+def _cold_failure(spec: MigrationSpec, mig: Any, exc: MigrationFailed) -> MigrationResult:
+    result = MigrationResult(
+        kind="cold", strategy=spec.strategy, backend="libvirt",
+        outcome=Outcome.ROLLED_BACK if exc.rolled_back else Outcome.FAILED, total_time=0.0, downtime=0.0,
+        vm=spec.vm.name, source=spec.source, destination=spec.destination, message=exc.message,
+        timeline=list(mig.timeline), events=list(mig.events), plan=spec.to_dict())
+    result.total_time = result.timeline[-1].t if result.timeline else 0.0
+    result.extra["rolled_back"] = exc.rolled_back
+    if exc.hint:
+        result.extra["hint"] = exc.hint
+    return result
+
+
+# -- the registry ---------------------------------------------------------------------
+BACKENDS: dict[str, type] = {cls.name: cls for cls in (SimulatorBackend, LiveBackend, ColdBackend)}
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]()  # type: ignore[no-any-return]
+    except KeyError:
+        raise InvalidInput(f"unknown backend {name!r}", f"choose one of: {', '.join(BACKENDS)}") from None
+
+
+def backend_for(spec: MigrationSpec, simulate: bool = False) -> Backend:
+    """The simulator when ``simulate``, else the real backend of the spec's kind."""
+    return get_backend("sim" if simulate else spec.kind)

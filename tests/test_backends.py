@@ -1,0 +1,149 @@
+"""The Backend protocol: one precheck report type, failures as results, the registry.
+
+Pure logic only: the libvirt backends are driven here through stand-ins for
+LiveMigration / ColdMigration; the real runs are covered by the lab tests.
+"""
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from labmig import backends
+from labmig.backends import (BACKENDS, Backend, ColdBackend, LiveBackend, PrecheckReport, SimulatorBackend,
+                             backend_for, get_backend, live_plan)
+from labmig.errors import InvalidInput, MigrationFailed, PrecheckFailed
+from labmig.model import Event, MigrationResult, Outcome, TimelinePoint
+from labmig.sim.engine import PAGE_HEADER
+from labmig.spec import VM, MigrationSpec
+
+GiB, MiB = 1 << 30, 1 << 20
+
+
+def test_registry_names_every_backend_and_each_follows_the_protocol():
+    assert set(BACKENDS) == {"sim", "live", "cold"}
+    for name in BACKENDS:
+        assert isinstance(get_backend(name), Backend)
+    assert isinstance(backend_for(MigrationSpec(strategy="cold")), ColdBackend)
+    assert isinstance(backend_for(MigrationSpec(), simulate=True), SimulatorBackend)
+    with pytest.raises(InvalidInput, match="unknown backend"):
+        get_backend("teleport")
+
+
+@pytest.mark.parametrize("cap", [50 * MiB, 0.0])
+def test_simulator_backend_runs_the_spec_with_the_cap_binding(cap):
+    """An idle guest crosses in one pass: pages x (page + header) / min(link rate, max bandwidth)."""
+    spec = MigrationSpec.from_dict({"vm": {"memory": "1GiB"}, "link": {"link_rate": "1Gbit/s", "rtt": 0},
+                                    "max_bandwidth": cap})
+    points, events = [], []
+    result = SimulatorBackend().run(spec, on_point=points.append, on_event=events.append)
+    rate = min(1e9 / 8, cap) if cap else 1e9 / 8
+    assert result.total_time == pytest.approx(GiB // 4096 * (4096 + PAGE_HEADER) / rate, rel=1e-3)
+    assert points == result.timeline and events == result.events
+
+
+def test_simulator_backend_checks_and_honours_an_abort_set_before_the_start():
+    spec = MigrationSpec()
+    report = SimulatorBackend().precheck(spec)
+    assert isinstance(report, PrecheckReport) and report.ok and report.backend == "sim"
+    flag = threading.Event()
+    flag.set()
+    result = SimulatorBackend().run(spec, abort=flag)
+    assert result.outcome == Outcome.ABORTED and "not started" in result.message
+
+
+def test_a_failed_report_raises_precheck_failed_naming_the_first_failure():
+    report = PrecheckReport("live", MigrationSpec(destination="lab2"))
+    report.add("cpu", True, "compatible")
+    report.add("memory", False, "lab2 has 1 GiB free, the VM needs 2 GiB", "free memory on lab2")
+    assert not report.ok and len(report.to_list()) == 2
+    with pytest.raises(PrecheckFailed, match="1 GiB free") as info:
+        report.raise_if_failed()
+    assert info.value.hint == "free memory on lab2"
+
+
+def test_backends_refuse_a_spec_of_the_other_kind():
+    with pytest.raises(InvalidInput, match="runs live migrations"):
+        LiveBackend().run(MigrationSpec(strategy="cold", destination="lab2"))
+    with pytest.raises(InvalidInput, match="no destination"):
+        live_plan(MigrationSpec())
+
+
+def test_live_plan_takes_the_cap_and_nova_settings_from_the_spec():
+    spec = MigrationSpec.from_dict({"vm": {"name": "g"}, "destination": "lab2", "max_bandwidth": "50MiB/s",
+                                    "nova": {"completion_timeout": "90s"},
+                                    "run_options": {"block_migration": True}})
+    opts = live_plan(spec).options
+    assert opts.bandwidth == 50 * MiB and opts.completion_timeout == 90.0 and opts.block_migration is True
+    with pytest.raises(InvalidInput, match="own place"):
+        live_plan(MigrationSpec(destination="lab2", run_options={"bandwidth": 1}))
+    with pytest.raises(InvalidInput, match="unknown live run option"):
+        live_plan(MigrationSpec(destination="lab2", run_options={"colour": 1}))
+
+
+class _FakeCold:
+    """Stands in for ColdMigration: fails after a change, as a rolled-back run does."""
+
+    def __init__(self, plan, on_point=None, on_event=None, probe=None):
+        self.plan = plan
+        self.timeline = [TimelinePoint(t=1.5, phase="shutdown")]
+        self.events = [Event(0.0, "shutdown", "guest shutting down")]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def run(self):
+        raise MigrationFailed("cold migration of g failed: disk copy cut; g runs on lab1 again",
+                              "retry", rolled_back=True)
+
+
+def test_a_failed_cold_run_is_a_result_saying_where_the_vm_is(monkeypatch):
+    import labmig.cold.migration as cold
+    import labmig.live.probe as probe
+
+    monkeypatch.setattr(cold, "ColdMigration", _FakeCold)
+    monkeypatch.setattr(probe, "probe_for", lambda vm: None)
+    spec = MigrationSpec(strategy="cold", vm=VM(name="g"), source="lab1",
+                         destination="lab2")
+    result = ColdBackend().run(spec)
+    assert isinstance(result, MigrationResult)
+    assert result.outcome == Outcome.ROLLED_BACK and "runs on lab1 again" in result.message
+    assert result.extra["rolled_back"] is True and result.total_time == 1.5 and result.events
+
+
+def test_the_abort_flag_reaches_a_running_migration():
+    stopped = []
+    flag = threading.Event()
+    end = backends._abort_watcher(flag, stopped.append)
+    flag.set()
+    for _ in range(50):
+        if stopped:
+            break
+        threading.Event().wait(0.05)
+    end()
+    assert stopped == ["aborted by the caller"]
+
+
+def test_the_lab_link_is_shaped_for_the_run_and_restored(monkeypatch):
+    class FakeLab:
+        link_rate = 32 * MiB
+        shaped: list = []
+
+        def shape_link(self, rate):
+            self.shaped.append(rate)
+
+    lab = FakeLab()
+    monkeypatch.setattr(backends, "_local_lab_of", lambda s, d: lab)
+    notes = []
+    host = SimpleNamespace(uri="x")
+    spec = MigrationSpec(destination="lab2").with_param("link-rate", "8MiB/s")
+    with backends._lab_link(spec, host, host, notes.append):
+        assert lab.shaped == [8 * MiB]
+    assert lab.shaped == [8 * MiB, 32 * MiB]
+    assert "shaped to" in notes[0].message and "back to" in notes[1].message
+    lab.shaped.clear()
+    with backends._lab_link(MigrationSpec(destination="lab2"), host, host, notes.append):
+        pass
+    assert lab.shaped == []       # no link rate stated: the lab's link is left alone
