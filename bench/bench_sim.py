@@ -19,7 +19,7 @@ import numpy as np
 
 from labmig import core
 from labmig.plan import VM, Link, Plan, Workload
-from labmig.sim import simulate
+from labmig.sim.run import simulate
 
 GiB, MiB = 1 << 30, 1 << 20
 

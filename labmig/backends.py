@@ -138,7 +138,7 @@ class SimulatorBackend:
 
     def run(self, spec: MigrationSpec, on_point: PointCallback | None = None,
             on_event: EventCallback | None = None, abort: AbortFlag | None = None) -> MigrationResult:
-        from .sim import simulate
+        from .sim.run import simulate
 
         _check_kind(self, spec)
         if abort is not None and abort.is_set():

@@ -112,7 +112,7 @@ def compare_simulated(memory: int = 128 << 20, disk_size: int = 16 << 20, bandwi
                       dirty_rate: float = 0.0, note: str = "") -> Comparison:
     """Both strategies in the simulator, local disks, on the same modelled link."""
     from .plan import VM, Link, Plan, Storage, Workload
-    from .sim import simulate
+    from .sim.run import simulate
 
     plan = Plan(vm=VM(name="guest1", memory=memory, disk_size=disk_size), link=Link(link_rate=bandwidth),
                 workload=Workload(kind="uniform" if dirty_rate else "idle", dirty_rate=dirty_rate),

@@ -7,7 +7,7 @@
     └── Storage    shared, or local (the disk moves too) and how fast it is written
     max_bandwidth  QEMU's cap on the migration stream (``max-bandwidth``); 0 = no cap
 
-A plan holds no state and does no work: :func:`labmig.sim.simulate` makes it
+A plan holds no state and does no work: :func:`labmig.sim.run.simulate` makes it
 real. Sizes are bytes, rates bytes per second, times seconds; ``from_dict``
 also reads the strings users type ("8GiB", "10Gbit/s", "300ms"). Plans round-
 trip through ``to_dict``/``from_dict`` and JSON, and ``describe()`` prints them.

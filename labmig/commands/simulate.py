@@ -27,8 +27,8 @@ from typing import Any
 from ..errors import InvalidInput
 from ..model import MigrationResult
 from ..plan import DEPRECATED_PARAMETERS, PARAMETERS, Plan
-from ..report import result_text
-from ..sim import simulate
+from ..report import result_text, text_table
+from ..sim.run import simulate
 from ..sim.workloads import WORKLOADS
 from ..strategies import STRATEGIES, option_fields
 from ..strategies.base import parse_option
@@ -259,13 +259,8 @@ def sweep_table(rows: list[tuple[dict[str, str], MigrationResult]]) -> list[list
 
 
 def print_sweep(rows: list[tuple[dict[str, str], MigrationResult]], out: Any = None) -> None:
-    out = out or sys.stdout
-    table = sweep_table(rows)
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for k, row in enumerate(table):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
-        if k == 0:
-            print("  ".join("-" * w for w in widths), file=out)
+    header, *body = sweep_table(rows)
+    print(text_table(body, header=header), file=out or sys.stdout)
 
 
 def plot_timeline(result: MigrationResult, path: str) -> None:

@@ -9,7 +9,7 @@ from labmig import core
 from labmig.commands import simulate as simcmd
 from labmig.errors import InvalidInput
 from labmig.plan import PARAMETERS, VM, Plan, Workload
-from labmig.sim import simulate
+from labmig.sim.run import simulate
 from labmig.sim.workloads import WORKLOADS, HotColdWorkload, SequentialWorkload, make_workload
 
 GiB, MiB = 1 << 30, 1 << 20

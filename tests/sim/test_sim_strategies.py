@@ -6,7 +6,7 @@ import pytest
 from labmig.errors import InvalidInput
 from labmig.model import Outcome
 from labmig.plan import VM, Link, Plan, Storage, Workload
-from labmig.sim import simulate
+from labmig.sim.run import simulate
 from labmig.strategies import STRATEGIES, make_strategy, nova_downtime_steps
 
 GiB, MiB = 1 << 30, 1 << 20

@@ -6,7 +6,7 @@ import pytest
 
 from labmig.model import MigrationResult, Outcome
 from labmig.plan import VM, Link, Plan, Workload
-from labmig.sim import simulate
+from labmig.sim.run import simulate
 
 # 64 pages; the link moves exactly 16 pages (of 4096 + 8 header bytes) a second;
 # the guest streams over 4 distinct pages a second.
