@@ -16,7 +16,8 @@ In a notebook::
 """
 from __future__ import annotations
 
-from .controller import MigrationController, MigrationParams, Run
+from .controller import MigrationController, Run
+from .params import MigrationParams
 
 __all__ = ["MigrationController", "MigrationParams", "Run", "MigrationPanel", "ComparisonView"]
 
