@@ -94,8 +94,9 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-source", action="store_true", help="keep the definition on the source")
     g.add_argument("--policy", default="nova", choices=sorted(POLICIES), help="who steers the run (default: nova)")
     g.add_argument("--completion-timeout", metavar="DURATION", help="give up (or force) after this long")
-    g.add_argument("--timeout-action", default="abort", choices=("abort", "force-complete"),
-                   help="on completion timeout: abort, or force-complete (post-copy if allowed, else pause)")
+    g.add_argument("--timeout-action", choices=("abort", "force-complete"),
+                   help="on completion timeout: abort, or force-complete (post-copy if allowed, else pause); "
+                        "default: force-complete with --postcopy on-timeout, else abort")
 
 
 def options_from_args(args: argparse.Namespace) -> Any:

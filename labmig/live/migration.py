@@ -105,7 +105,9 @@ class LiveMigration:
         """Connect and run every pre-check; raises PrecheckFailed before anything changes."""
         self.report = run_prechecks(self.plan, self.source, self.destination)
         self.report.raise_if_failed()
-        self.policy = make_policy(self.plan.options, self.report.data_bytes)
+        guest = self.report.guest
+        copied = [d.capacity for d in guest.disks if not d.shared] if guest and self.report.block_migration else []
+        self.policy = make_policy(self.plan.options, self.report.data_bytes, copied)
         self._dom = self.source.domain(self.plan.vm)
         return self.report
 

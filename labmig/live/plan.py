@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidInput
+from ..nova import NovaSettings
 from ..units import parse_duration, parse_rate
 
 # Compression methods libvirt accepts; the multifd ones need parallel channels.
@@ -83,8 +84,10 @@ class LiveOptions:
     persistent: bool = True                 # define the VM on the destination (Nova: yes)
     undefine_source: bool = True            # remove the definition from the source (Nova: yes)
     policy: str = "nova"                    # a name in labmig.live.policies.POLICIES
-    completion_timeout: float | None = None  # None = the policy's own (Nova: 800 s per GiB)
-    timeout_action: str = "abort"           # "abort" or "force-complete", as Nova
+    nova: NovaSettings | None = None        # the nova policy's ramp and timeout; None = Nova's defaults
+    completion_timeout: float | None = None  # seconds; None = the policy's own (Nova: 800 s per GiB)
+    timeout_action: str | None = None       # "abort" or "force-complete", as Nova; None = force-complete
+                                            # with postcopy "on-timeout", else abort
     call_timeout: float = 30.0              # watchdog on each libvirt call
     poll_interval: float = 0.1              # seconds between job-stat samples
 
@@ -123,7 +126,7 @@ class LiveOptions:
         if self.compression in ("xbzrle", "mt") and self.parallel_connections:
             raise InvalidInput(f"{self.compression} compression does not run on multifd channels (QEMU refuses it)",
                                "drop --parallel-connections, or use zlib/zstd with it")
-        if self.timeout_action not in ("abort", "force-complete"):
+        if self.timeout_action not in (None, "abort", "force-complete"):
             raise InvalidInput(f"unknown timeout action {self.timeout_action!r}",
                                "use abort or force-complete")
         if self.call_timeout <= 0 or self.poll_interval <= 0:
@@ -172,11 +175,14 @@ class LiveOptions:
             passes = int(get("postcopy_after_passes", 0))
             kwargs["postcopy"] = PostcopyMode("after", passes) if passes else PostcopyMode("on-timeout")
             if get("nova_policy"):
-                kwargs["policy"] = "nova"
-                kwargs["max_downtime"] = get("live_migration_downtime", 500) / 1000.0
-                kwargs["timeout_action"] = get("live_migration_timeout_action", "abort").replace("_", "-")
-                if not get("live_migration_permit_post_copy", True) and not passes:
-                    kwargs["postcopy"] = PostcopyMode("off")
+                from ..strategies.postcopy import nova_settings
+
+                # Under Nova only the completion timeout's action switches (labmig.nova).
+                permitted = get("live_migration_permit_post_copy")
+                kwargs.update(policy="nova", nova=nova_settings(opts),
+                              max_downtime=get("live_migration_downtime") / 1000.0,
+                              timeout_action=get("live_migration_timeout_action").replace("_", "-"),
+                              postcopy=PostcopyMode("on-timeout" if permitted else "off"))
         elif name == "autoconverge":
             kwargs.update(auto_converge=True, auto_converge_initial=int(round(get("cpu_throttle_initial", 20))),
                           auto_converge_increment=int(round(get("cpu_throttle_increment", 10))))

@@ -1,37 +1,36 @@
 """Policies: who decides, while QEMU copies, when to raise downtime, switch or give up.
 
     JobSample           one reading of libvirt's job statistics, in labmig units
-    ConvergenceTracker  watches pass after pass and says when a pre-copy stops converging
+    ConvergenceTracker  feeds each pass's first sample to labmig.nova's StallTracker: says
+                        when a pre-copy stops converging, and when it converges again
     Control             what a policy may do to a running migration (the backend implements it)
     Policy              base class: applies the generic options (post-copy now / after N passes)
-    NovaPolicy          OpenStack Nova's monitor: downtime raised in steps, completion timeout
-                        scaled by the data size, then abort or force-complete
+    NovaPolicy          OpenStack Nova's monitor, its rules from labmig.nova: downtime raised
+                        in steps, completion timeout scaled by the data size, then abort or
+                        force-complete
     WaitPolicy          let QEMU run with a fixed max downtime; abort only on the timeout
     PostcopyOnStallPolicy  switch to post-copy as soon as pre-copy is seen not to converge
     POLICIES            registry name → class, feeds the CLI's --policy choices
 
 Everything here is pure logic over samples and is unit tested with a recording
-Control; :mod:`labmig.live.migration` drives it with real samples.
+Control; :mod:`labmig.live.migration` drives it with real samples. The rules
+themselves (Nova's, and labmig's stall rule) live in :mod:`labmig.nova`, which the
+simulator's strategies use too.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Iterator, Protocol
+from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from typing import Protocol
 
+from .. import nova
 from ..errors import InvalidInput
 from ..units import format_duration, format_rate, format_size
 from .plan import LiveOptions
 
 log = logging.getLogger(__name__)
 
-GiB = 2**30
-
-# Nova's defaults ([libvirt] section of nova.conf).
-NOVA_DOWNTIME = 0.5            # live_migration_downtime, 500 ms
-NOVA_DOWNTIME_STEPS = 10       # live_migration_downtime_steps
-NOVA_DOWNTIME_DELAY = 75.0     # live_migration_downtime_delay, seconds per GiB
-NOVA_COMPLETION_TIMEOUT = 800.0  # live_migration_completion_timeout, seconds per GiB
 WAIT_DEFAULT_TIMEOUT = 300.0
 
 
@@ -80,48 +79,33 @@ class JobSample:
 
 
 class ConvergenceTracker:
-    """Says when pre-copy stops converging, and when it converges again.
+    """labmig's stall rule (labmig.nova.StallRule) over job samples.
 
-    A pass must send what the guest dirtied during the previous one. If, for
-    ``patience`` passes in a row, what is left at the start of a pass is not at
-    least ``min_progress`` smaller than at the start of the pass before, the
-    guest dirties memory as fast as the link sends it: more passes will not help.
-    (Nova once used the same 10 % rule to decide on post-copy.)
+    QEMU starts a pass at each bitmap sync; what is left at the first sample of a pass is
+    the pending volume the rule watches, the sample's elapsed time its clock. Repeated
+    samples of one pass are ignored.
     """
 
-    def __init__(self, patience: int = 2, min_progress: float = 0.10) -> None:
-        self.patience = patience
-        self.min_progress = min_progress
-        self.pass_start_remaining: dict[int, int] = {}
-        self.stalled_passes = 0
-        self.stalled = False
+    def __init__(self, rule: nova.StallRule | None = None) -> None:
+        self.stall = nova.StallTracker(rule)
         self._last_iteration = -1
+
+    @property
+    def stalled(self) -> bool:
+        return self.stall.stalled
 
     def update(self, sample: JobSample) -> str | None:
         """Feed a sample; returns "stalled" or "converging" when the verdict changes."""
         if sample.iteration == self._last_iteration or sample.iteration < 1:
             return None
         self._last_iteration = sample.iteration
-        self.pass_start_remaining[sample.iteration] = sample.memory_remaining
-        before = self.pass_start_remaining.get(sample.iteration - 1)
-        if before is None or sample.iteration < 3:
-            return None
-        if sample.memory_remaining > before * (1.0 - self.min_progress):
-            self.stalled_passes += 1
-        else:
-            self.stalled_passes = 0
-        if not self.stalled and self.stalled_passes >= self.patience:
-            self.stalled = True
-            return "stalled"
-        if self.stalled and self.stalled_passes == 0:
-            self.stalled = False
-            return "converging"
-        return None
+        return self.stall.observe(sample.memory_remaining, sample.elapsed)
 
     @staticmethod
     def explain(sample: JobSample) -> str:
         return (f"pre-copy is not converging: pass {sample.iteration} starts with "
-                f"{format_size(sample.memory_remaining)} left, no less than the pass before; "
+                f"{format_size(sample.memory_remaining)} left, and {nova.STALL_PASSES} passes in a row "
+                f"left no less than {1 - nova.STALL_MIN_PROGRESS:.0%} of the least seen before; "
                 f"the guest dirties {format_rate(sample.dirty_rate)} while the link sends "
                 f"{format_rate(sample.memory_bps)}. Raise the bandwidth, enable auto-converge "
                 f"or switch to post-copy")
@@ -138,30 +122,17 @@ class Control(Protocol):
     def note(self, kind: str, message: str) -> None: ...
 
 
-def downtime_steps(data_bytes: int, max_downtime: float = NOVA_DOWNTIME,
-                   steps: int = NOVA_DOWNTIME_STEPS,
-                   delay_per_gib: float = NOVA_DOWNTIME_DELAY) -> Iterator[tuple[float, float]]:
-    """Nova's linear ramp: (elapsed seconds, max downtime seconds) pairs.
-
-    Starts at max_downtime/steps and reaches max_downtime after ``steps``
-    intervals of ``delay_per_gib`` seconds per GiB of data to move.
-    """
-    delay = delay_per_gib * data_bytes / GiB
-    base = max_downtime / steps
-    offset = (max_downtime - base) / steps
-    for i in range(steps + 1):
-        yield (delay * i, base + offset * i)
-
-
 class Policy:
     """Base policy: applies the post-copy option; subclasses add their own rules."""
 
     name = "base"
     description = ""
 
-    def __init__(self, options: LiveOptions, data_bytes: int) -> None:
+    def __init__(self, options: LiveOptions, data_bytes: int, disk_bytes: Sequence[int] = ()) -> None:
+        """``data_bytes``: RAM plus the disks a block migration copies; ``disk_bytes``: those disks."""
         self.options = options
         self.data_bytes = max(int(data_bytes), 1)
+        self.disk_bytes = [int(size) for size in disk_bytes]
         self.tracker = ConvergenceTracker()
         self.postcopy_started = False
         self.finished_action: str | None = None   # "abort", "force-complete" once taken
@@ -189,24 +160,32 @@ class Policy:
             elif mode.kind == "after" and sample.iteration > mode.passes:
                 self._postcopy(ctl, f"post-copy after {mode.passes} pre-copy pass(es)")
         timeout = self.completion_timeout
-        if timeout and self.finished_action is None and not self.postcopy_started \
-                and sample.elapsed > timeout:
+        if self.finished_action is None and timeout is not None \
+                and nova.should_trigger_timeout_action(sample.elapsed, timeout, self.postcopy_started):
             self.on_timeout(ctl, sample, timeout)
 
     def on_stall(self, ctl: Control, sample: JobSample) -> None:
         """Called once each time pre-copy is found not converging."""
 
-    def on_timeout(self, ctl: Control, sample: JobSample, timeout: float) -> None:
+    @property
+    def timeout_action(self) -> str:
+        """Nova's name of the action: the option's, else force_complete with post-copy on-timeout."""
         action = self.options.timeout_action
-        if action == "force-complete" or self.options.postcopy.kind == "on-timeout":
-            self.finished_action = "force-complete"
-            if self.options.postcopy.enabled:
-                self._postcopy(ctl, f"not done after {format_duration(timeout)}: forcing completion with post-copy")
-            else:
-                ctl.pause_guest(f"not done after {format_duration(timeout)}: pausing the guest to force completion")
-        else:
+        if action is None:
+            action = "force-complete" if self.options.postcopy.kind == "on-timeout" else "abort"
+        return action.replace("-", "_")
+
+    def on_timeout(self, ctl: Control, sample: JobSample, timeout: float) -> None:
+        outcome = nova.timeout_outcome(self.timeout_action, self.options.postcopy.enabled)
+        if outcome == "abort":
             self.finished_action = "abort"
             ctl.abort(f"not done after {format_duration(timeout)} (completion timeout): aborting", by_user=False)
+            return
+        self.finished_action = "force-complete"
+        if outcome == "postcopy":
+            self._postcopy(ctl, f"not done after {format_duration(timeout)}: forcing completion with post-copy")
+        else:
+            ctl.pause_guest(f"not done after {format_duration(timeout)}: pausing the guest to force completion")
 
     def _postcopy(self, ctl: Control, reason: str) -> None:
         self.postcopy_started = True
@@ -218,33 +197,35 @@ class NovaPolicy(Policy):
     description = ("Nova's monitor: max downtime raised in 10 steps (75 s per GiB apart) up to "
                    "500 ms or --max-downtime; after 800 s per GiB, abort or force-complete")
 
-    def __init__(self, options: LiveOptions, data_bytes: int) -> None:
-        super().__init__(options, data_bytes)
-        target = options.max_downtime if options.max_downtime is not None else NOVA_DOWNTIME
-        self.steps = list(downtime_steps(self.data_bytes, target))
-        self.current_downtime: float | None = None
+    def __init__(self, options: LiveOptions, data_bytes: int, disk_bytes: Sequence[int] = ()) -> None:
+        super().__init__(options, data_bytes, disk_bytes)
+        settings = options.nova or nova.NovaSettings()
+        if options.max_downtime is not None:
+            if options.max_downtime * 1000 < nova.NOVA_DOWNTIME_MIN_MS:
+                raise InvalidInput(f"max downtime {format_duration(options.max_downtime)} is below Nova's "
+                                   f"least live_migration_downtime, {nova.NOVA_DOWNTIME_MIN_MS} ms",
+                                   f"give {nova.NOVA_DOWNTIME_MIN_MS}ms or more, or use --policy wait")
+            settings = replace(settings, downtime_ms=int(round(options.max_downtime * 1000)))
+        self.settings = settings
+        self.size_gib = nova.data_gib(self.data_bytes - sum(self.disk_bytes), self.disk_bytes)
+        self.steps = nova.downtime_steps(settings, self.size_gib)
+        self.current_downtime_ms: int | None = None
 
     @property
     def completion_timeout(self) -> float:
         if self.options.completion_timeout is not None:
             return self.options.completion_timeout
-        return NOVA_COMPLETION_TIMEOUT * self.data_bytes / GiB
+        return nova.completion_timeout(self.settings, self.size_gib)
 
     def start(self, ctl: Control) -> None:
-        self._update_downtime(ctl, 0.0)
+        """Nothing yet: Nova sets the first step at its first poll after the start."""
 
     def step(self, ctl: Control, sample: JobSample) -> None:
-        self._update_downtime(ctl, sample.elapsed)
+        wanted = nova.downtime_at(self.steps, sample.elapsed)
+        if wanted is not None and wanted != self.current_downtime_ms:
+            self.current_downtime_ms = wanted
+            ctl.set_max_downtime(wanted / 1000.0)
         super().step(ctl, sample)
-
-    def _update_downtime(self, ctl: Control, elapsed: float) -> None:
-        wanted = None
-        for at, downtime in self.steps:
-            if elapsed >= at:
-                wanted = downtime
-        if wanted is not None and wanted != self.current_downtime:
-            self.current_downtime = wanted
-            ctl.set_max_downtime(wanted)
 
 
 class WaitPolicy(Policy):
@@ -273,10 +254,11 @@ POLICIES: dict[str, type[Policy]] = {
 }
 
 
-def make_policy(options: LiveOptions, data_bytes: int) -> Policy:
+def make_policy(options: LiveOptions, data_bytes: int, disk_bytes: Sequence[int] = ()) -> Policy:
+    """The policy ``options.policy`` names; sizes as Policy takes them."""
     try:
         cls = POLICIES[options.policy]
     except KeyError:
         raise InvalidInput(f"unknown policy {options.policy!r}",
                            f"use one of {', '.join(sorted(POLICIES))}") from None
-    return cls(options, data_bytes)
+    return cls(options, data_bytes, disk_bytes)

@@ -3,7 +3,7 @@
     STRATEGIES      name -> Strategy class (each with an ``Options`` dataclass)
     precopy         Precopy       QEMU's iterative pre-copy (or Xen's stop rules)
     postcopy        Postcopy      post-copy, after 0 or more pre-copy passes
-    hybrid          Hybrid        pre-copy, then post-copy; Nova's policy as an option
+    hybrid          Hybrid        pre-copy, then post-copy; Nova's policy (labmig.nova) as an option
     autoconverge    Autoconverge  pre-copy + QEMU's CPU throttle
     compression     Compression   pre-copy + XBZRLE, zero pages, multifd
     cold            Cold          shutdown, disk copy, boot
@@ -21,7 +21,7 @@ from .autoconverge import Autoconverge, AutoconvergeOptions
 from .base import Strategy, build_options, option_fields
 from .cold import Cold, ColdOptions
 from .compression import Compression, CompressionOptions
-from .postcopy import Hybrid, HybridOptions, Postcopy, PostcopyOptions, nova_downtime_steps
+from .postcopy import Hybrid, HybridOptions, Postcopy, PostcopyOptions
 from .precopy import Precopy, PrecopyOptions
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -38,7 +38,7 @@ def make_strategy(name: str, options: dict[str, Any] | None = None, strict: bool
 
 
 __all__ = [
-    "STRATEGIES", "Strategy", "make_strategy", "build_options", "option_fields", "nova_downtime_steps",
+    "STRATEGIES", "Strategy", "make_strategy", "build_options", "option_fields",
     "Precopy", "PrecopyOptions", "Postcopy", "PostcopyOptions", "Hybrid", "HybridOptions",
     "Autoconverge", "AutoconvergeOptions", "Compression", "CompressionOptions", "Cold", "ColdOptions",
 ]

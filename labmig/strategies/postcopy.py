@@ -5,7 +5,7 @@
     HybridOptions     + switch when pre-copy stalls, + Nova's policy
     Hybrid            pre-copy first; post-copy when it does not converge;
                       optionally Nova's downtime steps and completion timeout
-    nova_downtime_steps(...)   Nova's schedule of growing downtime limits
+    nova_settings(o)  the labmig.nova.NovaSettings a HybridOptions asks for
 
 In post-copy the guest runs on the destination as soon as the device state is
 there (the downtime); a page it touches that is still on the source faults:
@@ -13,24 +13,23 @@ the vCPU waits a round trip plus the page's transfer, and the page goes ahead
 of the background push, which streams the rest in address order. Each page
 crosses once, so post-copy sends no more than pre-copy; faults slow the guest.
 
-Nova (nova/virt/libvirt/migration.py) raises the downtime limit in steps:
-with ``live_migration_downtime`` D ms, ``…_steps`` S and ``…_delay`` d s per
-GiB of data, step i (0..S) at ``int(d × data_gib × i)`` s sets
-``int(D/S + (D - D/S)/S × i)`` ms. After ``live_migration_completion_timeout``
-× data_gib seconds it aborts, or with ``force_complete`` switches to post-copy
-(when permitted) or pauses the guest so that pre-copy completes.
+Under ``nova_policy`` the rules are Nova's, from labmig.nova (the live policies use
+the same): the downtime limit rises in steps scheduled from the start, and after
+the completion timeout, both scaled by the data size, the run is aborted, or with
+``force_complete`` switched to post-copy (when permitted) or paused so that
+pre-copy completes. The hybrid's own defaults differ from Nova's in two places:
+it forces completion (Nova aborts) and permits post-copy (Nova does not).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import nova
 from ..errors import InvalidInput
 from ..sim.clock import Scheduled
 from ..sim.engine import LiveEngine, PassRecord
 from .base import option
 from .precopy import Precopy, PrecopyOptions
-
-GiB = 1 << 30
 
 
 @dataclass
@@ -62,28 +61,34 @@ class Postcopy(Precopy):
         return "postcopy"
 
 
-def nova_downtime_steps(downtime_ms: int, steps: int, delay_s: float, data_gib: float) -> list[tuple[int, int]]:
-    """(seconds after start, downtime limit in ms) pairs, as Nova computes them."""
-    downtime_ms, steps, delay_s = max(100, downtime_ms), max(3, steps), max(10.0, delay_s)
-    delay = int(delay_s * data_gib)
-    base = downtime_ms / steps
-    offset = (downtime_ms - base) / steps
-    return [(int(delay * i), int(base + offset * i)) for i in range(steps + 1)]
-
-
 @dataclass
 class HybridOptions(PostcopyOptions):
     postcopy_after_passes: int = option(1, "int", "pre-copy passes before switching to post-copy "
                                         "(not under nova_policy, where the completion timeout decides)")
     nova_policy: bool = option(False, "bool", "follow Nova: downtime steps, completion timeout and its action")
-    live_migration_downtime: int = option(500, "int", "Nova: final downtime limit, ms")
-    live_migration_downtime_steps: int = option(10, "int", "Nova: number of downtime increases")
-    live_migration_downtime_delay: float = option(75.0, "float", "Nova: seconds per GiB between increases")
-    live_migration_completion_timeout: float = option(800.0, "float",
+    live_migration_downtime: int = option(nova.NOVA_DOWNTIME_MS, "int",
+                                          f"Nova: final downtime limit, ms (at least {nova.NOVA_DOWNTIME_MIN_MS})")
+    live_migration_downtime_steps: int = option(nova.NOVA_DOWNTIME_STEPS, "int",
+                                                f"Nova: number of downtime increases "
+                                                f"(at least {nova.NOVA_DOWNTIME_STEPS_MIN})")
+    live_migration_downtime_delay: float = option(nova.NOVA_DOWNTIME_DELAY, "float",
+                                                  f"Nova: seconds per GiB between increases "
+                                                  f"(at least {nova.NOVA_DOWNTIME_DELAY_MIN:g})")
+    live_migration_completion_timeout: float = option(nova.NOVA_COMPLETION_TIMEOUT, "float",
                                                       "Nova: seconds per GiB before the action; 0 = none")
-    live_migration_timeout_action: str = option("force_complete", "choice", "Nova: abort or force_complete",
-                                                choices=("abort", "force_complete"))
-    live_migration_permit_post_copy: bool = option(True, "bool", "Nova: force_complete may switch to post-copy")
+    live_migration_timeout_action: str = option("force_complete", "choice",
+                                                "Nova: abort or force_complete (Nova's default: abort)",
+                                                choices=nova.TIMEOUT_ACTIONS)
+    live_migration_permit_post_copy: bool = option(True, "bool", "Nova: force_complete may switch to post-copy "
+                                                   "(Nova's default: no)")
+
+
+def nova_settings(options: HybridOptions) -> nova.NovaSettings:
+    """Nova's timers as the hybrid's options give them (refused below Nova's minimums)."""
+    return nova.NovaSettings(downtime_ms=options.live_migration_downtime,
+                             downtime_steps=options.live_migration_downtime_steps,
+                             downtime_delay=options.live_migration_downtime_delay,
+                             completion_timeout=options.live_migration_completion_timeout)
 
 
 class Hybrid(Postcopy):
@@ -93,20 +98,20 @@ class Hybrid(Postcopy):
 
     def check(self) -> None:
         super().check()
-        if self.options.live_migration_completion_timeout < 0:
-            raise InvalidInput("live_migration_completion_timeout must be 0 or more", "0 disables it")
+        if self.options.nova_policy:
+            nova_settings(self.options)
 
     def prepare(self, eng: LiveEngine) -> str:
         o = self.options
         if not o.nova_policy:
             return super().prepare(eng)
-        plan = eng.plan
-        data_gib = plan.vm.memory / GiB + (0 if plan.storage.shared else plan.vm.disk_size / GiB)
-        for t, ms in nova_downtime_steps(o.live_migration_downtime, o.live_migration_downtime_steps,
-                                         o.live_migration_downtime_delay, data_gib):
+        plan, settings = eng.plan, nova_settings(o)
+        size_gib = nova.data_gib(plan.vm.memory, [] if plan.storage.shared else [plan.vm.disk_size])
+        for t, ms in nova.downtime_steps(settings, size_gib):
             eng.agenda.schedule(eng.now + t, "downtime", ms / 1000.0)
-        if o.live_migration_completion_timeout:
-            eng.agenda.schedule(eng.now + o.live_migration_completion_timeout * data_gib, "timeout")
+        timeout = nova.completion_timeout(settings, size_gib)
+        if timeout:
+            eng.agenda.schedule(eng.now + timeout, "timeout")
         eng.on_event = self._on_event
         for item in eng.agenda.pop_due(eng.now):
             self._on_event(item)
@@ -118,12 +123,7 @@ class Hybrid(Postcopy):
             eng.downtime_limit = item.payload
             eng.event("downtime-limit", f"Nova sets the downtime limit to {item.payload * 1000:.0f} ms")
         elif item.kind == "timeout":
-            if o.live_migration_timeout_action == "abort":
-                eng.interrupt = "abort"
-            elif o.live_migration_permit_post_copy:
-                eng.interrupt = "postcopy"
-            else:
-                eng.interrupt = "pause"
+            eng.interrupt = nova.timeout_outcome(o.live_migration_timeout_action, o.live_migration_permit_post_copy)
             eng.event("completion-timeout", f"Nova's completion timeout: {eng.interrupt}")
 
     def decide(self, eng: LiveEngine, rec: PassRecord) -> str:

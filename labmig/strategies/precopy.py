@@ -12,8 +12,9 @@ labmig.sim.analytic solves in closed form); ``bitmap_sync="qemu"`` syncs as QEMU
 does, as soon as the pending count drops below the threshold, checking after
 every ``check_interval`` of sending: near the end it syncs every slice, and
 the downtime ends up close to the limit. QEMU itself never gives up; the simulator calls
-a run "did not converge" when the pending volume has not dropped 5 % below its
-best for ``stall_passes`` passes (the dirty set outruns the link), or after
+a run "did not converge" on labmig's stall rule (labmig.nova.StallRule, the one the live
+policies use too: the pending volume has not dropped 5 % below its best for
+``stall_passes`` passes lasting ``stall_time``; the dirty set outruns the link), or after
 ``max_iterations`` passes or the plan's ``max_time``.
 
 The classic Xen rules (``stop_rule="xen"``) stop iterating after 29 passes,
@@ -27,11 +28,11 @@ Subclasses hook in at ``prepare`` (schedule agenda events), ``after_sync``
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 from ..model import MigrationResult, Outcome
+from ..nova import STALL_PASSES, STALL_SECONDS, StallRule, StallTracker
 from ..plan import Plan
 from ..sim.engine import LiveEngine, PassRecord
 from ..units import format_duration, format_rate, format_size
@@ -51,8 +52,9 @@ class PrecopyOptions:
                               "qemu: sync as soon as pending < threshold, checked every check_interval",
                               choices=("pass", "qemu"))
     check_interval: float = option(0.05, "duration", "qemu sync: sending slice between checks (ram_save_iterate)")
-    stall_passes: int = option(5, "int", "call it non-converging after this many passes without progress")
-    stall_time: float = option(10.0, "duration", "... lasting at least this long")
+    stall_passes: int = option(STALL_PASSES, "int",
+                               "call it non-converging after this many passes without progress")
+    stall_time: float = option(STALL_SECONDS, "duration", "... lasting at least this long")
     max_iterations: int = option(1000, "int", "give up after this many passes")
 
 
@@ -99,12 +101,8 @@ class Precopy(Strategy):
         if self.converged(eng, rec):
             return "complete"
         o = self.options
-        if rec.pending_pages < 0.95 * self._best:
-            self._best, self._since_best, self._t_best = rec.pending_pages, 0, eng.now
-        else:
-            self._since_best += 1
-        stalled = self._since_best >= o.stall_passes and eng.now - self._t_best >= o.stall_time
-        if stalled or eng.iterations >= o.max_iterations or eng.now >= eng.plan.max_time:
+        self.stall.observe(rec.pending_pages * eng.page, eng.now)
+        if self.stall.stalled or eng.iterations >= o.max_iterations or eng.now >= eng.plan.max_time:
             return self.not_converging(eng, rec)
         return "continue"
 
@@ -116,7 +114,7 @@ class Precopy(Strategy):
         eng = self.make_engine(plan, track_versions)
         eng.downtime_limit = self.options.downtime_limit
         self.engine = eng
-        self._best, self._since_best, self._t_best = math.inf, 0, 0.0
+        self.stall = StallTracker(StallRule(passes=self.options.stall_passes, seconds=self.options.stall_time))
         verdict = self.prepare(eng)  # timers (Nova's) run from the start, disk mirror included
         if not plan.storage.shared:
             size = plan.vm.disk_size

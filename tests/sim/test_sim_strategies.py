@@ -3,11 +3,12 @@ from dataclasses import replace
 
 import pytest
 
+from labmig import nova
 from labmig.errors import InvalidInput
 from labmig.model import Outcome
 from labmig.plan import VM, Link, Plan, Storage, Workload
 from labmig.sim.run import simulate
-from labmig.strategies import STRATEGIES, make_strategy, nova_downtime_steps
+from labmig.strategies import STRATEGIES, make_strategy
 
 GiB, MiB = 1 << 30, 1 << 20
 
@@ -81,7 +82,8 @@ def test_xen_rules_always_stop():
 
 
 def test_nova_downtime_steps_match_nova():
-    assert nova_downtime_steps(500, 10, 75, 2) == [(150 * i, int(50 + 45 * i)) for i in range(11)]
+    """migration.py downtime_steps with Nova's defaults over 2 GiB: every int(75 × 2) s, 50 + 45 i ms."""
+    assert nova.downtime_steps(nova.NovaSettings(), 2) == [(150 * i, int(50 + 45 * i)) for i in range(11)]
 
 
 def test_hybrid_nova_policy_timeout_actions():
