@@ -11,6 +11,8 @@
     ColdBackend        "cold": ColdMigration over libvirt + ssh (labmig.cold.migration)
     BACKENDS           name -> backend class; ``get_backend(name)``, ``backend_for(spec)``
     live_plan(spec), cold_plan(spec)   what the libvirt backends make of a spec
+    live_spec(vm, source, destination, options)   the spec of a LiveOptions (the
+                       ``migrate live`` flags): strategy, cap, policy, the rest as run options
 
 The contract: ``run`` returns a MigrationResult whatever happens to the migration —
 completed, did not converge, aborted, rolled back, failed — with its outcome and a
@@ -36,7 +38,7 @@ from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 from .errors import InvalidInput, MigrationFailed, PrecheckFailed
 from .live.prechecks import Check
 from .model import Event, MigrationResult, Outcome, TimelinePoint
-from .spec import MigrationSpec, NovaSettings
+from .spec import MigrationSpec, PolicySettings
 from .units import format_rate
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ PointCallback = Callable[[TimelinePoint], None]
 EventCallback = Callable[[Event], None]
 
 __all__ = ["Backend", "PrecheckReport", "Check", "AbortFlag", "SimulatorBackend", "LiveBackend",
-           "ColdBackend", "BACKENDS", "get_backend", "backend_for", "live_plan", "cold_plan"]
+           "ColdBackend", "BACKENDS", "get_backend", "backend_for", "live_plan", "cold_plan", "live_spec"]
 
 
 class AbortFlag(Protocol):
@@ -166,12 +168,12 @@ def _strategy_details(spec: MigrationSpec) -> dict[str, Any]:
 
 
 # -- live, over libvirt ---------------------------------------------------------------
-_LIVE_SPEC_HOMES = {"bandwidth": "max_bandwidth", "policy": "nova.policy",
-                    "completion_timeout": "nova.completion_timeout", "timeout_action": "nova.timeout_action"}
+_LIVE_SPEC_HOMES = {"bandwidth": "max_bandwidth", "policy": "policy.name",
+                    "completion_timeout": "policy.completion_timeout", "timeout_action": "policy.timeout_action"}
 
 
 def live_plan(spec: MigrationSpec) -> Any:
-    """The LivePlan (labmig.live.plan) of a live spec: strategy options, cap, Nova settings, run options."""
+    """The LivePlan (labmig.live.plan) of a live spec: strategy options, cap, policy, run options."""
     from .live.plan import LiveOptions, LivePlan
 
     spec.require_hosts()
@@ -183,15 +185,41 @@ def live_plan(spec: MigrationSpec) -> Any:
         if key not in known:
             raise InvalidInput(f"unknown live run option {key!r}",
                                f"known: {', '.join(sorted(known - set(_LIVE_SPEC_HOMES)))}")
-    defaults = NovaSettings()
-    for name in ("policy", "completion_timeout", "timeout_action"):
-        value = getattr(spec.nova, name)
-        if value != getattr(defaults, name):
-            run[name] = value
+    if spec.policy.name != PolicySettings().name:
+        run["policy"] = spec.policy.name
+    for name in ("completion_timeout", "timeout_action"):
+        if getattr(spec.policy, name) is not None:
+            run[name] = getattr(spec.policy, name)
     if spec.max_bandwidth:
         run["bandwidth"] = spec.max_bandwidth
     options = LiveOptions.from_strategy(spec.strategy, spec.options_dict(), **run)
     return LivePlan(spec.vm.name, spec.source, spec.destination, options)
+
+
+def live_spec(vm: str, source: str, destination: str, options: Any = None, strategy: str | None = None,
+              link_rate: Any = None) -> MigrationSpec:
+    """The live spec of LiveOptions ``options`` (labmig.live.plan), e.g. from ``migrate live``'s flags.
+
+    Without ``strategy`` it is what the options amount to and every option is passed on
+    as it is; with one, only the options that differ from LiveOptions' defaults are.
+    ``link_rate`` (when given) is stated: the local lab's link is shaped to it.
+    """
+    from .live.plan import LiveOptions
+    from .spec import VM
+
+    options = options if options is not None else LiveOptions()
+    defaults = LiveOptions()
+    run: dict[str, Any] = {}
+    for f in dataclasses.fields(LiveOptions):
+        value = getattr(options, f.name)
+        given = strategy is None or value != getattr(defaults, f.name)
+        if f.name not in _LIVE_SPEC_HOMES and f.name != "nova" and given:
+            run[f.name] = str(value) if f.name == "postcopy" else value
+    spec = MigrationSpec(vm=VM(name=vm), strategy=strategy or options.strategy,
+                         max_bandwidth=options.bandwidth or 0.0, source=source, destination=destination,
+                         policy=PolicySettings(options.policy, options.completion_timeout, options.timeout_action),
+                         run_options=run)
+    return spec if link_rate is None else spec.with_param("link-rate", link_rate)
 
 
 @contextlib.contextmanager

@@ -11,16 +11,24 @@
                       migration the source's stale disk copies are removed first, as
                       Nova's post-live-migration clean-up does, so the cold run copies
                       the whole disk rather than a delta against a copy Nova would
-                      not have kept
-    compare_simulated()  the same table from the simulator, for a plan of the same shape
-                      (used when no lab can come up, and said so)
+                      not have kept. A live leg that does not complete (failed,
+                      rolled back, aborted, did not converge) ends the comparison:
+                      LiveLegFailed says what happened and where the VM is, and no
+                      cold leg starts
+    LiveLegFailed     that stop: a MigrationFailed carrying the live result
+    compare_simulated()  the same table from the simulator, for a spec of the same shape
+                      (used when no lab can come up, and said so); it takes the same
+                      link rate and max bandwidth as the real comparison
+
+Both legs run through labmig.backends (the live and cold backends, or the simulator).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
 
+from .errors import MigrationFailed
 from .model import MigrationResult
 from .report import live_vs_cold_rows, text_table
 from .units import format_duration
@@ -68,25 +76,50 @@ class Comparison:
                 "live": self.live.to_dict(), "cold": self.cold.to_dict()}
 
 
-def compare_on_hosts(vm: str, source: str, destination: str, live_options: Any = None,
-                     cold_options: Any = None, on_event: Any = None) -> Comparison:
-    """Live-migrate ``vm`` source → destination, then cold-migrate it back (confirmed)."""
-    from .cold.migration import ColdMigration, ColdOptions, ColdPlan
-    from .live.migration import LiveMigration
-    from .live.plan import LiveOptions, LivePlan
-    from .live.probe import probe_for
+class LiveLegFailed(MigrationFailed):
+    """The live leg of a comparison did not complete; ``live`` is its result. No cold leg ran."""
 
-    live_plan = LivePlan(vm, source, destination, live_options or LiveOptions())
-    with LiveMigration(live_plan, probe=probe_for(vm), on_event=on_event) as mig:
-        live = mig.run()
+    def __init__(self, live: MigrationResult) -> None:
+        rolled_back = bool(live.extra.get("rolled_back"))
+        if rolled_back:
+            where = f"{live.vm} runs on {live.source} again (rolled back, destination cleared)"
+        elif str(live.outcome) == "failed":
+            where = f"{live.vm} may be on either host: `labmig status` shows where"
+        else:
+            where = f"{live.vm} stays on {live.source}"
+        super().__init__(f"the live migration of {live.vm} {live.source} → {live.destination} ended "
+                         f"{live.outcome}: {live.message}. {where}; no cold migration was started",
+                         "see `labmig status`; fix the cause and run labmig compare again",
+                         rolled_back=rolled_back)
+        self.live = live
+
+
+def compare_on_hosts(vm: str, source: str, destination: str, live_options: Any = None,
+                     cold_options: Any = None, on_event: Any = None, *, link_rate: Any = None,
+                     backends: Mapping[str, Any] | None = None) -> Comparison:
+    """Live-migrate ``vm`` source → destination, then cold-migrate it back (confirmed).
+
+    ``live_options`` is a LiveOptions (its ``bandwidth`` is the max bandwidth), ``cold_options``
+    a cold ColdOptions; ``link_rate`` shapes the local lab's link for both legs. Raises
+    LiveLegFailed, before any cold leg, when the live one does not complete.
+    """
+    from .backends import ColdBackend, LiveBackend, live_spec
+    from .cold.migration import ColdOptions
+    from .spec import VM, MigrationSpec
+
+    runners = {"live": LiveBackend(), "cold": ColdBackend(), **(backends or {})}
+    live_leg = live_spec(vm, source, destination, live_options, link_rate=link_rate)
+    live = runners["live"].run(live_leg, on_event=on_event)
     log.info("live: %s", live.message)
+    if not live.completed:
+        raise LiveLegFailed(live)
     if live.bytes_by_phase.get("disk"):
         _remove_stale_disks(vm, source, destination)
-    opts = cold_options or ColdOptions()
-    opts = replace(opts, auto_confirm=True, delete_source_disks=True)
-    with ColdMigration(ColdPlan(vm, destination, source, opts), probe=probe_for(vm),
-                       on_event=on_event) as mig:
-        cold = mig.run()
+    opts = replace(cold_options or ColdOptions(), auto_confirm=True, delete_source_disks=True)
+    cold_leg = MigrationSpec(vm=VM(name=vm), strategy="cold", source=destination, destination=source,
+                             link=live_leg.link, link_given=live_leg.link_given,
+                             run_options={f.name: getattr(opts, f.name) for f in fields(opts)})
+    cold = runners["cold"].run(cold_leg, on_event=on_event)
     log.info("cold: %s", cold.message)
     return Comparison(live, cold, "libvirt")
 
@@ -108,17 +141,17 @@ def _remove_stale_disks(vm: str, source: str, destination: str) -> None:
                 log.info("removed the stale copy of %s on %s", path, source)
 
 
-def compare_simulated(memory: int = 128 << 20, disk_size: int = 16 << 20, bandwidth: float = 1e9 / 8,
-                      dirty_rate: float = 0.0, note: str = "") -> Comparison:
-    """Both strategies in the simulator, local disks, on the same modelled link."""
-    from .plan import VM, Link, Plan, Storage, Workload
-    from .sim.run import simulate
+def compare_simulated(memory: int = 128 << 20, disk_size: int = 16 << 20, link_rate: float = 1e9 / 8,
+                      dirty_rate: float = 0.0, note: str = "", max_bandwidth: float = 0.0) -> Comparison:
+    """Both strategies in the simulator, local disks, on the same modelled link and cap."""
+    from .backends import SimulatorBackend
+    from .spec import VM, MigrationSpec, Storage, Workload
 
-    plan = Plan(vm=VM(name="guest1", memory=memory, disk_size=disk_size), link=Link(link_rate=bandwidth),
-                workload=Workload(kind="uniform" if dirty_rate else "idle", dirty_rate=dirty_rate),
-                storage=Storage(shared=False))
-    live = simulate(replace(plan, strategy="precopy"))
-    cold = simulate(replace(plan, strategy="cold"))
-    for r, src, dst in ((live, "host1", "host2"), (cold, "host2", "host1")):
-        r.source, r.destination = src, dst
+    live_leg = MigrationSpec(vm=VM(name="guest1", memory=memory, disk_size=disk_size),
+                             workload=Workload(kind="uniform" if dirty_rate else "idle", dirty_rate=dirty_rate),
+                             storage=Storage(shared=False), max_bandwidth=max_bandwidth,
+                             source="host1", destination="host2").with_param("link-rate", link_rate)
+    sim = SimulatorBackend()
+    live = sim.run(live_leg)
+    cold = sim.run(replace(live_leg, strategy="cold", options=None, kind="", source="host2", destination="host1"))
     return Comparison(live, cold, "sim", note)

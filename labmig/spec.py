@@ -12,8 +12,10 @@
     ├── options         that strategy's Options object, units parsed (strategies.base.option)
     ├── max_bandwidth   QEMU's cap on the migration stream (``max-bandwidth``,
     │                   libvirt's VIR_MIGRATE_PARAM_BANDWIDTH); 0 = no cap
-    ├── nova            NovaSettings: the policy steering a real live run, its
-    │                   completion timeout and timeout action (Nova's names)
+    ├── policy          PolicySettings: who steers a real live run (a name in
+    │                   labmig.live.policies.POLICIES, "nova" by default), its completion
+    │                   timeout and timeout action (Nova's names; Nova's own timers are
+    │                   labmig.nova.NovaSettings)
     ├── source, destination   for real runs: host names or libvirt URIs
     └── run_options     knobs only a real run has, by their LiveOptions / cold ColdOptions
                         names (block_migration, persistent, shutdown_timeout, verify …)
@@ -23,7 +25,7 @@ Units are parsed once, here at the boundary: ``MigrationSpec.from_dict`` reads t
 strings users type ("8GiB", "10Gbit/s", "300ms") and the CLI builds a spec through
 it; inside, sizes are bytes, rates bytes per second, times seconds. The simulator's
 :class:`labmig.plan.Plan` is a view of a spec (``spec.to_plan()``). Plan files
-keep their shape: a plan's keys plus ``kind``, ``max_bandwidth``, ``nova``,
+keep their shape: a plan's keys plus ``kind``, ``max_bandwidth``, ``policy``,
 ``source``, ``destination`` and ``run_options``. The old key ``link.bandwidth`` is
 read as ``link.link_rate`` with a warning, and a dirty rate given without a workload
 kind means uniform writes over the working set.
@@ -39,23 +41,24 @@ from .plan import VM, Link, Plan, Storage, Workload
 from .strategies import STRATEGIES, build_options
 from .units import parse_duration, parse_rate
 
-__all__ = ["MigrationSpec", "NovaSettings", "Link", "VM", "Workload", "Storage", "KINDS"]
+__all__ = ["MigrationSpec", "PolicySettings", "Link", "VM", "Workload", "Storage", "KINDS"]
 
 KINDS = ("live", "cold")
 TIMEOUT_ACTIONS = ("abort", "force-complete")
 
 
 @dataclass(frozen=True)
-class NovaSettings:
-    """How a real live run is steered, in Nova's words (labmig.live.policies.POLICIES).
+class PolicySettings:
+    """Who steers a real live run: ``name`` in labmig.live.policies.POLICIES.
 
     ``completion_timeout`` None leaves it to the policy (Nova: 800 s per GiB of data);
-    ``timeout_action`` is Nova's ``live_migration_timeout_action``.
+    ``timeout_action`` is Nova's ``live_migration_timeout_action`` ("abort" or
+    "force-complete"); None leaves it to the policy too.
     """
 
-    policy: str = "nova"
+    name: str = "nova"
     completion_timeout: float | None = None
-    timeout_action: str = "abort"
+    timeout_action: str | None = None
 
     def __post_init__(self) -> None:
         if self.completion_timeout is not None:
@@ -63,11 +66,12 @@ class NovaSettings:
             if seconds <= 0:
                 raise InvalidInput("completion timeout must be positive", "give a duration like 60s")
             object.__setattr__(self, "completion_timeout", seconds)
-        action = str(self.timeout_action).replace("_", "-")
-        if action not in TIMEOUT_ACTIONS:
-            raise InvalidInput(f"unknown timeout action {self.timeout_action!r}",
-                               "use abort or force-complete")
-        object.__setattr__(self, "timeout_action", action)
+        if self.timeout_action is not None:
+            action = str(self.timeout_action).replace("_", "-")
+            if action not in TIMEOUT_ACTIONS:
+                raise InvalidInput(f"unknown timeout action {self.timeout_action!r}",
+                                   "use abort or force-complete")
+            object.__setattr__(self, "timeout_action", action)
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ class MigrationSpec:
     options: Any = None                  # the strategy's Options object; None = its defaults
     kind: str = ""                       # "" = the strategy's kind
     max_bandwidth: float = 0.0           # bytes/s; 0 = no cap
-    nova: NovaSettings = field(default_factory=NovaSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     source: str = ""
     destination: str = ""
     run_options: Mapping[str, Any] = field(default_factory=dict)
@@ -136,7 +140,7 @@ class MigrationSpec:
 
     @classmethod
     def from_plan(cls, plan: Plan, **real: Any) -> "MigrationSpec":
-        """The spec of ``plan``; ``real`` sets the fields a plan lacks (source, nova …)."""
+        """The spec of ``plan``; ``real`` sets the fields a plan lacks (source, policy …)."""
         return cls(vm=plan.vm, workload=plan.workload, link=plan.link, storage=plan.storage,
                    strategy=plan.strategy, options=dict(plan.options), seed=plan.seed,
                    max_time=plan.max_time, max_bandwidth=plan.max_bandwidth, **real)
@@ -169,7 +173,7 @@ class MigrationSpec:
     # -- (de)serialising ----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = self.to_plan().to_dict()
-        data.update(kind=self.kind, options=self.options_dict(), nova=asdict(self.nova), link_given=self.link_given,
+        data.update(kind=self.kind, options=self.options_dict(), policy=asdict(self.policy), link_given=self.link_given,
                     source=self.source, destination=self.destination, run_options=dict(self.run_options))
         return data
 
@@ -188,16 +192,16 @@ class MigrationSpec:
         link = data.get("link")
         if isinstance(link, Mapping) and ("link_rate" in link or "bandwidth" in link):
             real.setdefault("link_given", True)
-        if "nova" in real:
-            nova = real["nova"]
-            if not isinstance(nova, Mapping):
-                raise InvalidInput("spec section 'nova' must be a mapping",
-                                   'e.g. {"policy": "nova", "completion_timeout": "60s"}')
-            known = {f.name for f in fields(NovaSettings)}
-            if set(nova) - known:
-                raise InvalidInput(f"unknown keys in spec section 'nova': {', '.join(sorted(set(nova) - known))}",
+        if "policy" in real:
+            policy = real["policy"]
+            if not isinstance(policy, Mapping):
+                raise InvalidInput("spec section 'policy' must be a mapping",
+                                   'e.g. {"name": "nova", "completion_timeout": "60s"}')
+            known = {f.name for f in fields(PolicySettings)}
+            if set(policy) - known:
+                raise InvalidInput(f"unknown keys in spec section 'policy': {', '.join(sorted(set(policy) - known))}",
                                    f"known keys: {', '.join(sorted(known))}")
-            real["nova"] = NovaSettings(**nova)
+            real["policy"] = PolicySettings(**policy)
         return cls.from_plan(plan, **real)
 
     @classmethod

@@ -68,9 +68,9 @@ def test_backends_refuse_a_spec_of_the_other_kind():
         live_plan(MigrationSpec())
 
 
-def test_live_plan_takes_the_cap_and_nova_settings_from_the_spec():
+def test_live_plan_takes_the_cap_and_the_policy_from_the_spec():
     spec = MigrationSpec.from_dict({"vm": {"name": "g"}, "destination": "lab2", "max_bandwidth": "50MiB/s",
-                                    "nova": {"completion_timeout": "90s"},
+                                    "policy": {"completion_timeout": "90s"},
                                     "run_options": {"block_migration": True}})
     opts = live_plan(spec).options
     assert opts.bandwidth == 50 * MiB and opts.completion_timeout == 90.0 and opts.block_migration is True

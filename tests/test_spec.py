@@ -3,7 +3,7 @@ import pytest
 
 from labmig.errors import InvalidInput
 from labmig.plan import Link, Plan
-from labmig.spec import MigrationSpec, NovaSettings
+from labmig.spec import MigrationSpec, PolicySettings
 from labmig.strategies import HybridOptions, PrecopyOptions
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -13,12 +13,12 @@ def test_from_dict_parses_units_once_and_round_trips():
     spec = MigrationSpec.from_dict({
         "vm": {"name": "guest1", "memory": "1GiB"}, "link": {"link_rate": "1Gbit/s", "rtt": "2ms"},
         "max_bandwidth": "50MiB/s", "strategy": "hybrid", "options": {"downtime_limit": "100ms"},
-        "nova": {"completion_timeout": "1min", "timeout_action": "force_complete"},
+        "policy": {"completion_timeout": "1min", "timeout_action": "force_complete"},
         "source": "lab1", "destination": "lab2", "run_options": {"block_migration": True}})
     assert spec.vm.memory == GiB and spec.link.link_rate == 1e9 / 8 and spec.link.rtt == 0.002
     assert spec.max_bandwidth == 50 * MiB and spec.kind == "live" and spec.link_given
     assert isinstance(spec.options, HybridOptions) and spec.options.downtime_limit == 0.1
-    assert spec.nova == NovaSettings("nova", 60.0, "force-complete")
+    assert spec.policy == PolicySettings("nova", 60.0, "force-complete")
     assert MigrationSpec.from_json(spec.to_json()) == spec
 
 
@@ -44,8 +44,8 @@ def test_kind_follows_the_strategy_and_must_agree_with_it():
     ({"max_bandwidth": "-5MiB/s"}, "max_bandwidth"),
     ({"link": {"link_rate": "fast"}}, "link"),
     ({"options": {"colour": 1}}, "unknown option"),
-    ({"nova": {"timeout_action": "explode"}}, "timeout action"),
-    ({"nova": {"colour": 1}}, "unknown keys in spec section 'nova'"),
+    ({"policy": {"timeout_action": "explode"}}, "timeout action"),
+    ({"policy": {"colour": 1}}, "unknown keys in spec section 'policy'"),
 ])
 def test_bad_specs_name_what_is_wrong(data, needle):
     with pytest.raises(InvalidInput, match=needle) as info:

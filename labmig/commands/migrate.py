@@ -5,10 +5,15 @@
                         ``register_migrate(kinds_subparsers)``; this module adds ``live``
     add_live_options()  the live options, in virsh's words, reusable by other front ends
     options_from_args() argparse namespace → LiveOptions
+    spec_from_args()    argparse namespace → the MigrationSpec the live backend runs
+    max_bandwidth_arg() --max-bandwidth, or the deprecated --bandwidth (said so on stderr)
 
-Words follow virsh and Nova: --bandwidth, --max-downtime, --postcopy,
---auto-converge, --compression, --parallel-connections, --block-migration
-(virsh --copy-storage-all), --no-persist, --keep-source.
+Words follow virsh, QEMU and Nova: --max-bandwidth (QEMU's cap on the migration
+stream; the old --bandwidth is a deprecated alias of it here), --link-rate (the
+capacity of the path: on the local lab the link is shaped to it for the run),
+--strategy, --max-downtime, --postcopy, --auto-converge, --compression,
+--parallel-connections, --block-migration (virsh --copy-storage-all),
+--no-persist, --keep-source. The run goes through labmig.backends.LiveBackend.
 
 While a live migration runs, SIGTERM and SIGHUP (``kill PID``, a closed terminal, a
 supervisor stopping labmig) stop it as Ctrl-C does: the job is aborted and rolled back,
@@ -72,11 +77,26 @@ def register_migrate(kinds: Any) -> None:
     live.set_defaults(func=cmd_migrate_live)
 
 
+def _live_strategies() -> list[str]:
+    from ..strategies import STRATEGIES
+
+    return [name for name, cls in STRATEGIES.items() if cls.kind == "live"]
+
+
 def add_live_options(parser: argparse.ArgumentParser) -> None:
     from ..live.policies import POLICIES
 
     g = parser.add_argument_group("live migration options")
-    g.add_argument("--bandwidth", "--max-bandwidth", dest="bandwidth", metavar="RATE", help="cap on the migration stream, e.g. 50MiB/s")
+    g.add_argument("--strategy", choices=_live_strategies(), metavar="NAME",
+                   help="a simulator strategy, run with its libvirt flags: " + ", ".join(_live_strategies()) +
+                        " (default: what the options below amount to)")
+    g.add_argument("--max-bandwidth", dest="max_bandwidth", metavar="RATE",
+                   help="QEMU's cap on the migration stream (max-bandwidth), e.g. 50MiB/s")
+    g.add_argument("--bandwidth", dest="deprecated_bandwidth", metavar="RATE",
+                   help="deprecated: here it means --max-bandwidth")
+    g.add_argument("--link-rate", dest="link_rate", metavar="RATE",
+                   help="capacity of the path between the hosts, e.g. 1Gbit/s: on the local lab the link is "
+                        "shaped to it for this run (and put back after); on other hosts only recorded")
     g.add_argument("--max-downtime", "--downtime-limit", dest="max_downtime", metavar="DURATION", help="longest pause allowed, e.g. 300ms")
     g.add_argument("--postcopy", default="off", metavar="MODE",
                    help="switch to post-copy: off, now, after:N (passes) or on-timeout")
@@ -99,17 +119,37 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
                         "default: force-complete with --postcopy on-timeout, else abort")
 
 
+def max_bandwidth_arg(args: argparse.Namespace, command: str = "labmig migrate live") -> str | None:
+    """``--max-bandwidth``, or the deprecated ``--bandwidth`` it replaces (with a note on stderr)."""
+    old = getattr(args, "deprecated_bandwidth", None)
+    if old is None:
+        return getattr(args, "max_bandwidth", None)
+    if getattr(args, "max_bandwidth", None) is not None:
+        raise InvalidInput("--bandwidth and --max-bandwidth both given", "give --max-bandwidth only")
+    print(f"{command}: --bandwidth is deprecated; here it means --max-bandwidth (QEMU's cap on the migration "
+          "stream); the capacity of the path between the hosts is --link-rate", file=sys.stderr)
+    return old
+
+
 def options_from_args(args: argparse.Namespace) -> Any:
     from ..live.plan import LiveOptions
 
     return LiveOptions(
-        bandwidth=args.bandwidth, max_downtime=args.max_downtime, postcopy=args.postcopy,
+        bandwidth=max_bandwidth_arg(args), max_downtime=args.max_downtime, postcopy=args.postcopy,
         auto_converge=args.auto_converge, auto_converge_initial=args.auto_converge_initial,
         auto_converge_increment=args.auto_converge_increment, compression=args.compression,
         parallel_connections=args.parallel_connections, block_migration=args.block_migration,
         persistent=not args.no_persist, undefine_source=not args.keep_source, policy=args.policy,
         completion_timeout=args.completion_timeout, timeout_action=args.timeout_action,
     )
+
+
+def spec_from_args(args: argparse.Namespace, source: str, destination: str, options: Any = None) -> Any:
+    """The live MigrationSpec of ``labmig migrate live`` (see labmig.backends.live_spec)."""
+    from ..backends import live_spec
+
+    return live_spec(args.vm, source, destination, options or options_from_args(args),
+                     strategy=args.strategy, link_rate=getattr(args, "link_rate", None))
 
 
 def _hosts(specs: list[str] | None) -> list[Any]:
@@ -184,10 +224,8 @@ def stop_signals_roll_back() -> Iterator[None]:
 
 
 def cmd_migrate_live(args: argparse.Namespace) -> int:
+    from ..backends import LiveBackend
     from ..hosts import resolve_host
-    from ..live.migration import LiveMigration
-    from ..live.plan import LivePlan
-    from ..live.probe import probe_for
     from ..live.progress import LiveProgress
 
     options = options_from_args(args)
@@ -199,27 +237,25 @@ def cmd_migrate_live(args: argparse.Namespace) -> int:
     if source.uri == destination.uri:
         raise InvalidInput(f"{args.vm} already runs on {destination.name}: source and destination are the same",
                            "pick another host with --to")
-    plan = LivePlan(args.vm, source.name, destination.name, options)
+    spec = spec_from_args(args, args.source or source.name, args.to, options)
+    backend = LiveBackend()
+    if args.check_only:
+        report = backend.precheck(spec)
+        if args.json:
+            print(json.dumps({"prechecks": report.to_list(), **report.details}, indent=2))
+        else:
+            print("\n".join(report.lines()))
+        report.raise_if_failed()
+        return 0
     progress = LiveProgress(enabled=None if not args.json else False)
-    probe = None if args.check_only else probe_for(args.vm)
-    with LiveMigration(plan, source, destination, on_point=progress.on_point,
-                       on_event=progress.on_event, probe=probe) as mig:
-        report = mig.report
-        if args.check_only:
-            if args.json:
-                print(json.dumps({"prechecks": report.to_list(), "block_migration": report.block_migration}, indent=2))
-            else:
-                for check in report.checks:
-                    print(check.line())
-            return 0
-        try:
-            with stop_signals_roll_back():
-                result = mig.run()
-        except Terminated as exc:
-            print(f"labmig migrate: stopped by {exc}: the migration was aborted", file=sys.stderr)
-            return 128 + exc.signum
-        finally:
-            progress.close()
+    try:
+        with stop_signals_roll_back():
+            result = backend.run(spec, on_point=progress.on_point, on_event=progress.on_event)
+    except Terminated as exc:
+        print(f"labmig migrate: stopped by {exc}: the migration was aborted", file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        progress.close()
     if args.timeline_csv:
         with open(args.timeline_csv, "w", encoding="utf-8") as fh:
             fh.write(result.timeline_csv())

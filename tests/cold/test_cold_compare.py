@@ -71,3 +71,68 @@ def test_compare_on_the_lab(lab, tmp_path):
               f"cold {cold['downtime']:.2f} s (client {cold['client_interruption']:.2f} s)")
     finally:
         lab.remove_guest("cmpt")
+
+
+class _Leg:
+    """A backend standing in for live or cold: returns a fixed outcome and records the specs it ran."""
+
+    def __init__(self, outcome, rolled_back=False, message="done"):
+        self.outcome, self.rolled_back, self.message, self.ran = outcome, rolled_back, message, []
+
+    def run(self, spec, on_point=None, on_event=None, abort=None):
+        from labmig.model import MigrationResult
+
+        self.ran.append(spec)
+        result = MigrationResult(kind=spec.kind, strategy=spec.strategy, backend="libvirt", outcome=self.outcome,
+                                 total_time=3.0, downtime=0.0, vm=spec.vm.name, source=spec.source,
+                                 destination=spec.destination, message=self.message)
+        result.extra["rolled_back"] = self.rolled_back
+        return result
+
+
+def test_compare_stops_after_a_rolled_back_live_leg_and_starts_no_cold_one():
+    from labmig.compare import LiveLegFailed, compare_on_hosts
+    from labmig.model import Outcome
+
+    live = _Leg(Outcome.ROLLED_BACK, rolled_back=True, message="the link went down during pass 2")
+    cold = _Leg(Outcome.COMPLETED)
+    with pytest.raises(LiveLegFailed) as info:
+        compare_on_hosts("g", "lab1", "lab2", backends={"live": live, "cold": cold})
+    text = info.value.message
+    assert "rolled-back" in text and "the link went down during pass 2" in text
+    assert "g runs on lab1 again" in text and "no cold migration was started" in text
+    assert info.value.rolled_back and info.value.live.outcome == Outcome.ROLLED_BACK
+    assert len(live.ran) == 1 and cold.ran == []
+
+
+def test_compare_after_a_completed_live_leg_brings_the_vm_back_cold():
+    from labmig.compare import compare_on_hosts
+    from labmig.live.plan import LiveOptions
+    from labmig.model import Outcome
+
+    live, cold = _Leg(Outcome.COMPLETED), _Leg(Outcome.COMPLETED)
+    comp = compare_on_hosts("g", "lab1", "lab2", LiveOptions(bandwidth="50MiB/s"), link_rate="1Gbit/s",
+                            backends={"live": live, "cold": cold})
+    (there,), (back,) = live.ran, cold.ran
+    assert (there.source, there.destination, back.source, back.destination) == ("lab1", "lab2", "lab2", "lab1")
+    assert there.max_bandwidth == 50 << 20 and there.link.link_rate == back.link.link_rate == 1e9 / 8
+    assert back.kind == "cold" and back.run_options["auto_confirm"] and back.run_options["delete_source_disks"]
+    assert comp.live.outcome == comp.cold.outcome == Outcome.COMPLETED
+
+
+def test_compare_command_says_what_happened_and_exits_1(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import labmig.backends as backends
+    import labmig.hosts as hosts
+    from labmig.cli import main
+    from labmig.model import Outcome
+
+    live, cold = _Leg(Outcome.ROLLED_BACK, rolled_back=True, message="qemu was killed"), _Leg(Outcome.COMPLETED)
+    monkeypatch.setattr(backends, "LiveBackend", lambda: live)
+    monkeypatch.setattr(backends, "ColdBackend", lambda: cold)
+    monkeypatch.setattr(hosts, "resolve_host", lambda name: SimpleNamespace(name=name, uri=f"test:///{name}"))
+    assert main(["compare", "g", "--from", "lab1", "--to", "lab2"]) == 1
+    err = capsys.readouterr().err
+    assert "qemu was killed" in err and "g runs on lab1 again" in err and "no cold migration" in err
+    assert cold.ran == []
