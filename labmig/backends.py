@@ -11,6 +11,8 @@
     ColdBackend        "cold": ColdMigration over libvirt + ssh (labmig.cold.migration)
     BACKENDS           name -> backend class; ``get_backend(name)``, ``backend_for(spec)``
     live_plan(spec), cold_plan(spec)   what the libvirt backends make of a spec
+    libvirt_mapping(spec)   the VIR_MIGRATE_* flags and parameters of a live spec, by name,
+                       without libvirt (the pre-check reports list them)
     live_spec(vm, source, destination, options)   the spec of a LiveOptions (the
                        ``migrate live`` flags): strategy, cap, policy, the rest as run options
 
@@ -32,7 +34,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 from .errors import InvalidInput, MigrationFailed, PrecheckFailed
@@ -47,7 +49,8 @@ PointCallback = Callable[[TimelinePoint], None]
 EventCallback = Callable[[Event], None]
 
 __all__ = ["Backend", "PrecheckReport", "Check", "AbortFlag", "SimulatorBackend", "LiveBackend",
-           "ColdBackend", "BACKENDS", "get_backend", "backend_for", "live_plan", "cold_plan", "live_spec"]
+           "ColdBackend", "BACKENDS", "get_backend", "backend_for", "live_plan", "cold_plan", "live_spec",
+           "libvirt_mapping"]
 
 
 class AbortFlag(Protocol):
@@ -136,6 +139,7 @@ class SimulatorBackend:
         cap = f"; stream capped at {format_rate(spec.max_bandwidth)}" if spec.max_bandwidth else ""
         report.add("link", True, f"link rate {format_rate(spec.link.link_rate)}{cap}")
         report.details.update(_strategy_details(spec))
+        _libvirt_check(report)
         return report
 
     def run(self, spec: MigrationSpec, on_point: PointCallback | None = None,
@@ -155,16 +159,52 @@ class SimulatorBackend:
         return result
 
 
-def _strategy_details(spec: MigrationSpec) -> dict[str, Any]:
-    """What a strategy says it becomes on libvirt, when it can say (see strategies.base)."""
-    from .strategies import make_strategy
+class _FlagNames(frozenset):
+    """A set of VIR_MIGRATE_* flag names that combines with ``|`` as the flags' bits do."""
 
-    strategy = make_strategy(spec.strategy, spec.options_dict())
-    to_libvirt = getattr(strategy, "to_libvirt", None)
-    if to_libvirt is None:
+    def __or__(self, other: Any) -> "_FlagNames":
+        return _FlagNames(frozenset.__or__(self, other))
+
+    __ror__ = __or__
+
+
+class _LibvirtNames:
+    """Stands in for the libvirt module: every VIR_* constant is its own name."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("VIR_MIGRATE_PARAM_"):
+            return name
+        if name.startswith("VIR_MIGRATE_"):
+            return _FlagNames({name})
+        raise AttributeError(name)
+
+
+def libvirt_mapping(spec: MigrationSpec) -> tuple[list[str], dict[str, Any]]:
+    """The VIR_MIGRATE_* flags and typed parameters a live spec becomes, by name, without libvirt.
+
+    Read off LivePlan.flags/params, which the live run hands to virDomainMigrateToURI3; the
+    strategy's part comes from its ``to_libvirt``. Block migration counts as asked in the
+    run options (the pre-checks decide it on real hosts).
+    """
+    plan = live_plan(spec if spec.destination else replace(spec, destination="(destination)"))
+    names = _LibvirtNames()
+    flags = plan.flags(names, bool(spec.run_options.get("block_migration")))
+    return sorted(flags), plan.params(names)
+
+
+def _strategy_details(spec: MigrationSpec) -> dict[str, Any]:
+    """What the spec becomes on libvirt (live specs), for a pre-check report."""
+    if spec.kind != "live":
         return {}
-    mapping = to_libvirt(spec)
-    return {"libvirt_flags": list(mapping.flags), "libvirt_params": dict(mapping.params)}
+    flags, params = libvirt_mapping(spec)
+    return {"libvirt_flags": flags, "libvirt_params": params}
+
+
+def _libvirt_check(report: PrecheckReport) -> None:
+    if "libvirt_flags" in report.details:
+        params = ", ".join(f"{k}={v}" for k, v in report.details["libvirt_params"].items())
+        report.add("libvirt", True, f"{report.spec.strategy}: " + " | ".join(report.details["libvirt_flags"])
+                   + (f"; {params}" if params else ""))
 
 
 # -- live, over libvirt ---------------------------------------------------------------
@@ -286,9 +326,11 @@ class LiveBackend:
         finally:
             source.close()
             destination.close()
-        report = PrecheckReport(self.name, spec, list(found.checks))
+        report = PrecheckReport(self.name, spec)
         report.details.update(_strategy_details(spec), block_migration=found.block_migration,
                               data_bytes=found.data_bytes)
+        _libvirt_check(report)
+        report.checks.extend(found.checks)
         return report
 
     def run(self, spec: MigrationSpec, on_point: PointCallback | None = None,
@@ -326,8 +368,9 @@ def cold_plan(spec: MigrationSpec) -> Any:
     unknown = sorted(set(spec.run_options) - known)
     if unknown:
         raise InvalidInput(f"unknown cold run option(s) {', '.join(unknown)}", f"known: {', '.join(sorted(known))}")
-    run = dict(spec.run_options)
-    run.setdefault("block_size", getattr(spec.options, "block_size", 64 << 10))
+    from .strategies import make_strategy
+
+    run = {**(make_strategy(spec.strategy, spec.options_dict()).to_cold(spec) or {}), **spec.run_options}
     return ColdPlan(spec.vm.name, spec.source, spec.destination, ColdOptions(**run))
 
 

@@ -154,42 +154,17 @@ class LiveOptions:
     def from_strategy(cls, name: str, options: dict[str, Any] | None = None, **overrides: Any) -> "LiveOptions":
         """The real-migration options for a simulator strategy (labmig.strategies) and its options.
 
-        So one strategy, with the same option names, runs in the simulator and on libvirt.
-        Options with no libvirt counterpart (stop rules, simulation steps) are ignored.
+        So one strategy, with the same option names, runs in the simulator and on libvirt:
+        each strategy says what it is on libvirt (``Strategy.to_libvirt``). Options with no
+        libvirt counterpart (stop rules, simulation steps) are ignored.
         """
         from ..strategies import make_strategy
 
-        if name == "cold":
-            raise InvalidInput("cold is not a live strategy", "use labmig migrate cold for it")
         options = {k.replace("-", "_"): v for k, v in (options or {}).items()}
         max_bandwidth = options.pop("max_bandwidth", None)   # the spec's, not a strategy option
-        opts = make_strategy(name, options).options
-        get = lambda field, default=None: getattr(opts, field, default)  # noqa: E731
-        kwargs: dict[str, Any] = {"max_downtime": get("downtime_limit")}
+        kwargs: dict[str, Any] = make_strategy(name, options).to_libvirt()   # each strategy maps itself
         if max_bandwidth:
             kwargs["bandwidth"] = max_bandwidth
-        if name == "postcopy":
-            passes = int(get("postcopy_after_passes", 0))
-            kwargs["postcopy"] = PostcopyMode("after", passes) if passes else PostcopyMode("now")
-        elif name == "hybrid":
-            passes = int(get("postcopy_after_passes", 0))
-            kwargs["postcopy"] = PostcopyMode("after", passes) if passes else PostcopyMode("on-timeout")
-            if get("nova_policy"):
-                from ..strategies.postcopy import nova_settings
-
-                # Under Nova only the completion timeout's action switches (labmig.nova).
-                permitted = get("live_migration_permit_post_copy")
-                kwargs.update(policy="nova", nova=nova_settings(opts),
-                              max_downtime=get("live_migration_downtime") / 1000.0,
-                              timeout_action=get("live_migration_timeout_action").replace("_", "-"),
-                              postcopy=PostcopyMode("on-timeout" if permitted else "off"))
-        elif name == "autoconverge":
-            kwargs.update(auto_converge=True, auto_converge_initial=int(round(get("cpu_throttle_initial", 20))),
-                          auto_converge_increment=int(round(get("cpu_throttle_increment", 10))))
-        elif name == "compression":
-            if get("xbzrle", False):
-                kwargs["compression"] = "xbzrle"
-            kwargs["parallel_connections"] = int(get("multifd_channels", 0))
         kwargs.update(overrides)
         return cls(**kwargs)
 

@@ -17,6 +17,7 @@ workload writes ``1 - p/100`` as fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InvalidInput
 from ..sim.engine import LiveEngine, PassRecord
@@ -38,6 +39,13 @@ class Autoconverge(Precopy):
     name = "autoconverge"
     description = "pre-copy + QEMU's auto-converge CPU throttle (20 %, +10 %, max 99 %)"
     Options = AutoconvergeOptions
+
+    def to_libvirt(self, spec: Any = None) -> dict[str, Any]:
+        """VIR_MIGRATE_AUTO_CONVERGE with QEMU's cpu-throttle-initial / -increment."""
+        o = self.options
+        return {**super().to_libvirt(spec), "auto_converge": True,
+                "auto_converge_initial": int(round(o.cpu_throttle_initial)),
+                "auto_converge_increment": int(round(o.cpu_throttle_increment))}
 
     def check(self) -> None:
         o = self.options

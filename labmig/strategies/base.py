@@ -1,7 +1,10 @@
 """What every strategy shares: the base class and the option helpers.
 
     Strategy          a named migration policy with an ``Options`` dataclass;
-                      ``simulate(plan)`` runs it in the simulator
+                      ``simulate(plan)`` runs it in the simulator, ``to_libvirt(spec)``
+                      says what it is on libvirt (the LiveOptions fields it sets:
+                      post-copy mode, auto-converge, compression …), ``to_cold(spec)``
+                      what a real cold run takes from it (None: nothing)
     option()          a dataclass field with a unit ("size", "rate", "duration",
                       "bool", "int", "float", "choice") and a help line
     build_options()   an options object from a plain mapping, units parsed
@@ -113,3 +116,16 @@ class Strategy:
 
     def simulate(self, plan: Plan, track_versions: bool = False) -> MigrationResult:
         raise NotImplementedError
+
+    def to_libvirt(self, spec: Any = None) -> dict[str, Any]:
+        """The LiveOptions fields (labmig.live.plan) that make this strategy on libvirt.
+
+        ``spec`` is the MigrationSpec being run, for a strategy whose mapping depends on
+        it. A live strategy with no libvirt counterpart, or a cold one, says so.
+        """
+        raise InvalidInput(f"strategy {self.name!r} has no live migration on libvirt",
+                           "pick a live strategy; cold runs with labmig migrate cold")
+
+    def to_cold(self, spec: Any = None) -> dict[str, Any] | None:
+        """The cold run's options (labmig.cold.migration.ColdOptions) it sets; None: not a cold strategy."""
+        return None

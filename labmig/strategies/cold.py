@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from .. import core
 from ..errors import InvalidInput
@@ -41,6 +42,10 @@ class Cold(Strategy):
     kind = "cold"
     description = "shutdown, copy the disk (full or hashed delta), boot on the target"
     Options = ColdOptions
+
+    def to_cold(self, spec: Any = None) -> dict[str, Any]:
+        """A real cold run copies in blocks of the same size (its deadlines are not the model's times)."""
+        return {"block_size": self.options.block_size}
 
     def check(self) -> None:
         o = self.options

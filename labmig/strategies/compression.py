@@ -14,6 +14,7 @@ so does this strategy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InvalidInput
 from ..plan import Plan
@@ -33,6 +34,14 @@ class Compression(Precopy):
     name = "compression"
     description = "pre-copy + XBZRLE delta pages, zero-page skipping, multifd streams"
     Options = CompressionOptions
+
+    def to_libvirt(self, spec: Any = None) -> dict[str, Any]:
+        """VIR_MIGRATE_COMPRESSED with xbzrle, or VIR_MIGRATE_PARALLEL with N multifd channels."""
+        o = self.options
+        mapping = {**super().to_libvirt(spec), "parallel_connections": int(o.multifd_channels)}
+        if o.xbzrle:
+            mapping["compression"] = "xbzrle"
+        return mapping
 
     def check(self) -> None:
         o = self.options

@@ -23,6 +23,7 @@ it forces completion (Nova aborts) and permits post-copy (Nova does not).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .. import nova
 from ..errors import InvalidInput
@@ -42,6 +43,11 @@ class Postcopy(Precopy):
     name = "postcopy"
     description = "switch to post-copy (after N pre-copy passes): faults + background push"
     Options = PostcopyOptions
+
+    def to_libvirt(self, spec: Any = None) -> dict[str, Any]:
+        """VIR_MIGRATE_POSTCOPY, switched to at once or after N passes (virDomainMigrateStartPostCopy)."""
+        passes = int(self.options.postcopy_after_passes)
+        return {**super().to_libvirt(spec), "postcopy": f"after:{passes}" if passes else "now"}
 
     def check(self) -> None:
         if self.options.postcopy_after_passes < 0 or self.options.postcopy_step <= 0:
@@ -95,6 +101,18 @@ class Hybrid(Postcopy):
     name = "hybrid"
     description = "pre-copy, then post-copy after N passes or on stall; optional Nova policy"
     Options = HybridOptions
+
+    def to_libvirt(self, spec: Any = None) -> dict[str, Any]:
+        """Post-copy after N passes, or when the completion timeout forces it; under Nova, its timers."""
+        o = self.options
+        passes = int(o.postcopy_after_passes)
+        mapping = {"max_downtime": o.downtime_limit, "postcopy": f"after:{passes}" if passes else "on-timeout"}
+        if o.nova_policy:
+            # Under Nova only the completion timeout's action switches (labmig.nova).
+            mapping.update(policy="nova", nova=nova_settings(o), max_downtime=o.live_migration_downtime / 1000.0,
+                           timeout_action=o.live_migration_timeout_action.replace("_", "-"),
+                           postcopy="on-timeout" if o.live_migration_permit_post_copy else "off")
+        return mapping
 
     def check(self) -> None:
         super().check()

@@ -29,7 +29,7 @@ Subclasses hook in at ``prepare`` (schedule agenda events), ``after_sync``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from ..model import MigrationResult, Outcome
 from ..nova import STALL_PASSES, STALL_SECONDS, StallRule, StallTracker
@@ -63,6 +63,10 @@ class Precopy(Strategy):
     kind = "live"
     description = "iterative pre-copy; switch over when pending < bandwidth x downtime limit"
     Options = PrecopyOptions
+
+    def to_libvirt(self, spec: Any = None) -> dict[str, Any]:
+        """Plain pre-copy: its downtime limit is QEMU's (virDomainMigrateSetMaxDowntime)."""
+        return {"max_downtime": self.options.downtime_limit}
 
     # -- hooks ---------------------------------------------------------------
     def make_engine(self, plan: Plan, track_versions: bool) -> LiveEngine:
