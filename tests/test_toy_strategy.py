@@ -42,7 +42,7 @@ def test_the_toy_is_a_choice_of_labmig_simulate_and_runs(toy, capsys):
     assert main(["simulate", "--strategy", "toy", "--memory", "64MiB", "--toy-throttle", "30", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["strategy"] == "toy" and result["outcome"] == "completed"
-    assert result["plan"]["options"] == {"toy_throttle": "30"}
+    assert result["plan"]["options"] == {"toy_throttle": 30}     # parsed once, at the command line
 
 
 def test_the_toy_is_a_choice_of_migrate_live_and_its_precheck_lists_its_libvirt_flags(toy, monkeypatch, capsys):

@@ -2,8 +2,10 @@
 
     register(subparsers)   adds the subcommand; every plan field and every
                            strategy option is a ``--flag`` taking units
-    run(args)              builds the plan, runs it (or the sweep), prints a
-                           table, JSON, a timeline CSV and/or a plot
+    run(args)              builds the plan, runs it (one run through the simulator
+                           backend, labmig.backends; a sweep straight on the
+                           simulator, as its runs share options across strategies),
+                           prints a table, JSON, a timeline CSV and/or a plot
 
 Choices come from the registries (STRATEGIES, WORKLOADS); option flags come
 from the strategies' option dataclasses, so a new option shows up here alone.
@@ -24,12 +26,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..backends import SimulatorBackend
 from ..errors import InvalidInput
 from ..model import MigrationResult
 from ..plan import DEPRECATED_PARAMETERS, PARAMETERS, Plan
 from ..report import result_text, text_table
 from ..sim.run import simulate
 from ..sim.workloads import WORKLOADS
+from ..spec import MigrationSpec
 from ..strategies import STRATEGIES, option_fields
 from ..strategies.base import parse_option
 from ..units import format_duration, format_rate, format_size, parse_duration, parse_rate, parse_size
@@ -96,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         group.add_argument(flag, dest=f"opt_{name}", metavar="VALUE", help=_esc(help_text))
     p.add_argument("--sweep", action="append", default=[], metavar="PARAM=a,b,c",
                    help="run once per value (repeat for a grid) and print a comparison table; "
-                        "PARAM is a flag name without -- (e.g. link-rate, max-bandwidth, dirty-rate, strategy, downtime-limit); "
+                        "PARAM is a flag name without -- (e.g. link-rate, max-bandwidth, dirty-rate, strategy, "
+                        "downtime-limit); "
                         "FROM..TO:N gives N evenly spaced values")
     p.add_argument("--json", action="store_true", help="print the result(s) as JSON")
     p.add_argument("--csv", metavar="FILE.csv", help="write the timeline (one run) or the comparison (sweep) as CSV")
@@ -150,7 +155,8 @@ def parse_sweeps(specs: list[str]) -> list[tuple[str, list[tuple[str, Any]]]]:
             name = DEPRECATED_PARAMETERS[name.replace("_", "-")]
         if name.replace("-", "_") not in known_opts and name.replace("_", "-") not in PARAMETERS:
             raise InvalidInput(f"--sweep: unknown parameter {name!r}",
-                               "use a plan flag (memory, dirty-rate, link-rate, max-bandwidth, strategy …) or a strategy option")
+                               "use a plan flag (memory, dirty-rate, link-rate, max-bandwidth, strategy …) "
+                               "or a strategy option")
         expanded: list[tuple[str, Any]] = []
         for item in items:
             if ".." in item:
@@ -202,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         print(plan.describe())
         print()
     if not sweeps:
-        result = simulate(plan)
+        result = SimulatorBackend().run(MigrationSpec.from_plan(plan))
         if args.json:
             print(result.to_json())
         else:
