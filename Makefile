@@ -1,8 +1,8 @@
 # The README's two commands. Each sets everything up on a fresh Debian machine (as root)
 # and is quick when everything is already there.
 #   make demo   the main job
-#   make test   the whole test suite, against the pure-Python twin and the compiled
-#               core, and the core tests against the core built for each x86-64 level
+#   make test   lint and types, the whole test suite against the pure-Python twin and the
+#               compiled core, and the core tests against the core built for each x86-64 level
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # someone is using under the default name is left alone).
 LAB ?= labmigtest
 
-.PHONY: setup demo test test-pure test-core-builds test-compiled bench clean
+.PHONY: setup demo test lint test-pure test-core-builds test-compiled bench clean
 
 setup: $(STAMPS)/venv
 
@@ -35,10 +35,16 @@ demo: setup
 # Every stage runs even when one fails; the exit status says whether all passed.
 test: setup
 	@rc=0; \
+	$(MAKE) --no-print-directory lint || rc=1; \
 	$(MAKE) --no-print-directory test-pure || rc=1; \
 	$(MAKE) --no-print-directory test-core-builds || rc=1; \
 	$(MAKE) --no-print-directory test-compiled || rc=1; \
 	exit $$rc
+
+# ruff (pyflakes, isort, bugbear) and mypy on labmig/, as configured in pyproject.toml.
+lint: setup
+	$(PY) -m ruff check labmig
+	$(PY) -m mypy
 
 # The suite but the lab and browser tests, against the pure-Python twin.
 test-pure: setup

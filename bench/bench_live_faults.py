@@ -62,7 +62,7 @@ def fault_matrix(lab: LocalLab, cases: list[str], trials: int) -> dict:
         for name in cases:
             outs = []
             for i in range(trials):
-                out = run_case(lab, guest, name, bandwidth=CAP)
+                out = run_case(lab, guest, name, max_bandwidth=CAP)
                 outs.append(out)
                 print(f"{name:<19} {i + 1:>5}  {out.outcome:<12} {_yn(out.on_source):<7} {_yn(out.destination_clean):<9} "
                       f"{_yn(out.retry_ok):<6} {out.memory_errors:>7} {out.seconds:9.2f} s  "

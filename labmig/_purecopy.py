@@ -226,7 +226,7 @@ def bit_runs(bitmap: np.ndarray, nbits: int, start: int,
         rises = np.flatnonzero(edges == 1) + 64 * lo
         falls = np.flatnonzero(edges == -1) + 64 * lo
         window_end = 64 * hi
-        for s, e in zip(rises.tolist(), falls.tolist()):
+        for s, e in zip(rises.tolist(), falls.tolist(), strict=True):
             if open_start >= 0 and s == 64 * lo:
                 s = open_start  # continues the run left open by the last window
             elif open_start >= 0:

@@ -150,16 +150,18 @@ class SimulatorBackend:
         if abort is not None and abort.is_set():
             return _not_started(spec, self.name, "aborted before the start")
         result = simulate(spec.to_plan())
-        for point in result.timeline if on_point else ():
-            on_point(point)            # type: ignore[misc]
-        for event in result.events if on_event else ():
-            on_event(event)            # type: ignore[misc]
+        if on_point is not None:
+            for point in result.timeline:
+                on_point(point)
+        if on_event is not None:
+            for event in result.events:
+                on_event(event)
         if spec.source or spec.destination:
             result.source, result.destination = spec.source or result.source, spec.destination or result.destination
         return result
 
 
-class _FlagNames(frozenset):
+class _FlagNames(frozenset[str]):
     """A set of VIR_MIGRATE_* flag names that combines with ``|`` as the flags' bits do."""
 
     def __or__(self, other: Any) -> "_FlagNames":
@@ -208,7 +210,7 @@ def _libvirt_check(report: PrecheckReport) -> None:
 
 
 # -- live, over libvirt ---------------------------------------------------------------
-_LIVE_SPEC_HOMES = {"bandwidth": "max_bandwidth", "policy": "policy.name",
+_LIVE_SPEC_HOMES = {"max_bandwidth": "max_bandwidth", "policy": "policy.name",
                     "completion_timeout": "policy.completion_timeout", "timeout_action": "policy.timeout_action"}
 
 
@@ -231,7 +233,7 @@ def live_plan(spec: MigrationSpec) -> Any:
         if getattr(spec.policy, name) is not None:
             run[name] = getattr(spec.policy, name)
     if spec.max_bandwidth:
-        run["bandwidth"] = spec.max_bandwidth
+        run["max_bandwidth"] = spec.max_bandwidth
     options = LiveOptions.from_strategy(spec.strategy, spec.options_dict(), **run)
     return LivePlan(spec.vm.name, spec.source, spec.destination, options)
 
@@ -256,27 +258,31 @@ def live_spec(vm: str, source: str, destination: str, options: Any = None, strat
         if f.name not in _LIVE_SPEC_HOMES and f.name != "nova" and given:
             run[f.name] = str(value) if f.name == "postcopy" else value
     spec = MigrationSpec(vm=VM(name=vm), strategy=strategy or options.strategy,
-                         max_bandwidth=options.bandwidth or 0.0, source=source, destination=destination,
+                         max_bandwidth=options.max_bandwidth or 0.0, source=source, destination=destination,
                          policy=PolicySettings(options.policy, options.completion_timeout, options.timeout_action),
                          run_options=run)
     return spec if link_rate is None else spec.with_param("link-rate", link_rate)
 
 
 @contextlib.contextmanager
-def _lab_link(spec: MigrationSpec, source: Any, destination: Any, note: EventCallback) -> Iterator[None]:
-    """Shape the local lab's link to the spec's link rate for the run, then put it back."""
+def _lab_link(spec: MigrationSpec, source: Any, destination: Any,
+              note: Callable[[str, str], None]) -> Iterator[bool]:
+    """Shape the local lab's link to the spec's link rate for the run, then put it back.
+
+    Yields whether it shaped the link; ``note(kind, message)`` records each change in the run.
+    """
     lab = _local_lab_of(source, destination) if spec.link_given else None
     if lab is None:
-        yield
+        yield False
         return
     before = lab.link_rate
     lab.shape_link(spec.link.link_rate)
-    note(Event(0.0, "link-rate", f"lab link shaped to {format_rate(spec.link.link_rate)} for this run"))
+    note("link-rate", f"lab link shaped to {format_rate(spec.link.link_rate)} for this run")
     try:
-        yield
+        yield True
     finally:
         lab.shape_link(before)
-        note(Event(0.0, "link-rate", "lab link back to " + ("unlimited" if before is None else format_rate(before))))
+        note("link-rate", "lab link back to " + ("unlimited" if before is None else format_rate(before)))
 
 
 def _local_lab_of(source: Any, destination: Any) -> Any:
@@ -344,17 +350,15 @@ class LiveBackend:
         if abort is not None and abort.is_set():
             return _not_started(spec, "libvirt", "aborted before the start")
         source, destination = resolve_host(plan.source), resolve_host(plan.destination)
-        notes: list[Event] = []
         with LiveMigration(plan, source, destination, on_point=on_point, on_event=on_event,
                            probe=probe_for(spec.vm.name)) as mig:
-            with _lab_link(spec, source, destination, lambda e: (notes.append(e), mig.note(e.kind, e.message))):
+            with _lab_link(spec, source, destination, mig.note) as shaped:
                 stop = _abort_watcher(abort, mig.abort)
                 try:
                     result = mig.run()
                 finally:
                     stop()
-        result.extra["link_rate"] = spec.link.link_rate
-        result.extra["link_shaped"] = bool(notes)
+        result.extra.update(link_rate=spec.link.link_rate, link_shaped=shaped)
         return result
 
 
@@ -403,10 +407,13 @@ class ColdBackend:
         if abort is not None and abort.is_set():
             return _not_started(spec, "libvirt", "aborted before the start")
         with ColdMigration(plan, on_point=on_point, on_event=on_event, probe=probe_for(spec.vm.name)) as mig:
-            try:
-                return mig.run()
-            except MigrationFailed as exc:   # after a change: rolled back (or not), a result
-                return _cold_failure(spec, mig, exc)
+            with _lab_link(spec, mig.src.host, mig.dst.host, mig.note) as shaped:
+                try:
+                    result = mig.run()
+                except MigrationFailed as exc:   # after a change: rolled back (or not), a result
+                    result = _cold_failure(spec, mig, exc)
+        result.extra.update(link_rate=spec.link.link_rate, link_shaped=shaped)
+        return result
 
 
 def _cold_failure(spec: MigrationSpec, mig: Any, exc: MigrationFailed) -> MigrationResult:
@@ -428,9 +435,10 @@ BACKENDS: dict[str, type] = {cls.name: cls for cls in (SimulatorBackend, LiveBac
 
 def get_backend(name: str) -> Backend:
     try:
-        return BACKENDS[name]()  # type: ignore[no-any-return]
+        backend: Backend = BACKENDS[name]()
     except KeyError:
         raise InvalidInput(f"unknown backend {name!r}", f"choose one of: {', '.join(BACKENDS)}") from None
+    return backend
 
 
 def backend_for(spec: MigrationSpec, simulate: bool = False) -> Backend:

@@ -97,8 +97,17 @@ import numpy as np
 import xxhash
 
 from . import core
-from .blockio import (LocalDestination, WrittenRanges, _device_size, data_segments, digest_range,
-                      incomplete_mark, is_incomplete, start_writeback, stream_digest)
+from .blockio import (
+    LocalDestination,
+    WrittenRanges,
+    _device_size,
+    data_segments,
+    digest_range,
+    incomplete_mark,
+    is_incomplete,
+    start_writeback,
+    stream_digest,
+)
 from .errors import CopyError, InvalidInput, SourceChanged, VerifyFailed
 from .units import format_rate, format_size, parse_size
 
@@ -334,7 +343,7 @@ class _Sender:
         pos = 0
         while pos < n:
             count, pos = core.bit_runs(bitmap, n, pos, starts, lengths)
-            for first, nblocks in zip(starts[:count].tolist(), lengths[:count].tolist()):
+            for first, nblocks in zip(starts[:count].tolist(), lengths[:count].tolist(), strict=True):
                 byte_off = offset + first * bs
                 byte_len = min(nblocks * bs, self.size - byte_off)
                 self.wire(extent_header_bytes(first - self.last_end_block, nblocks, is_zero))

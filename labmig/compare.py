@@ -99,7 +99,7 @@ def compare_on_hosts(vm: str, source: str, destination: str, live_options: Any =
                      backends: Mapping[str, Any] | None = None) -> Comparison:
     """Live-migrate ``vm`` source → destination, then cold-migrate it back (confirmed).
 
-    ``live_options`` is a LiveOptions (its ``bandwidth`` is the max bandwidth), ``cold_options``
+    ``live_options`` is a LiveOptions (``max_bandwidth`` caps the stream), ``cold_options``
     a cold ColdOptions; ``link_rate`` shapes the local lab's link for both legs. Raises
     LiveLegFailed, before any cold leg, when the live one does not complete.
     """

@@ -78,12 +78,12 @@ if os.environ.get("LABMIG_PUREPYTHON", "") not in ("", "0"):
     IMPLEMENTATION = "pure"
 else:
     try:
-        from . import _fastcopy as _impl  # type: ignore[no-redef]
+        from . import _fastcopy as _impl  # type: ignore[attr-defined,no-redef]  # built from _fastcopy.pyx
         IMPLEMENTATION = "compiled"
     except ImportError as exc:
         log.warning("compiled core not available (%s); using the pure-Python twin, which is much slower. "
                     "Rebuild with: pip install -e .", exc)
-        from . import _purecopy as _impl  # type: ignore[no-redef]
+        from . import _purecopy as _impl
         IMPLEMENTATION = "pure"
 
 from ._purecopy import DIGEST_WORDS, MAX_BLOCK, MIN_BLOCK

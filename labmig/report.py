@@ -41,7 +41,7 @@ def text_table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = Non
     if not lines:
         return ""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
-    text = ["  ".join([cell.ljust(w) for cell, w in zip(line, widths)] + [line[-1]]) for line in lines]
+    text = ["  ".join([cell.ljust(w) for cell, w in zip(line, widths, strict=False)] + [line[-1]]) for line in lines]
     if header is not None:
         text.insert(1, "-" * (sum(widths) + 2 * len(widths) + max(len(line[-1]) for line in lines)))
     return "\n".join(text)
@@ -104,4 +104,4 @@ def live_vs_cold_rows(live: MigrationResult | None, cold: MigrationResult | None
     """(aspect, live, cold) rows comparing a live and a cold run; a missing run reads NO_RUN."""
     live_cells = _live_column(live) if live is not None else [NO_RUN] * len(ASPECTS)
     cold_cells = _cold_column(cold) if cold is not None else [NO_RUN] * len(ASPECTS)
-    return list(zip(ASPECTS, live_cells, cold_cells))
+    return list(zip(ASPECTS, live_cells, cold_cells, strict=True))

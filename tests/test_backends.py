@@ -73,9 +73,9 @@ def test_live_plan_takes_the_cap_and_the_policy_from_the_spec():
                                     "policy": {"completion_timeout": "90s"},
                                     "run_options": {"block_migration": True}})
     opts = live_plan(spec).options
-    assert opts.bandwidth == 50 * MiB and opts.completion_timeout == 90.0 and opts.block_migration is True
+    assert opts.max_bandwidth == 50 * MiB and opts.completion_timeout == 90.0 and opts.block_migration is True
     with pytest.raises(InvalidInput, match="own place"):
-        live_plan(MigrationSpec(destination="lab2", run_options={"bandwidth": 1}))
+        live_plan(MigrationSpec(destination="lab2", run_options={"max_bandwidth": 1}))
     with pytest.raises(InvalidInput, match="unknown live run option"):
         live_plan(MigrationSpec(destination="lab2", run_options={"colour": 1}))
 
@@ -85,6 +85,7 @@ class _FakeCold:
 
     def __init__(self, plan, on_point=None, on_event=None, probe=None):
         self.plan = plan
+        self.src = self.dst = SimpleNamespace(host=SimpleNamespace(name="lab?", uri="qemu:///nowhere"))
         self.timeline = [TimelinePoint(t=1.5, phase="shutdown")]
         self.events = [Event(0.0, "shutdown", "guest shutting down")]
 
@@ -93,6 +94,9 @@ class _FakeCold:
 
     def __exit__(self, *exc):
         return False
+
+    def note(self, kind, message):
+        self.events.append(Event(0.0, kind, message))
 
     def run(self):
         raise MigrationFailed("cold migration of g failed: disk copy cut; g runs on lab1 again",
@@ -139,11 +143,11 @@ def test_the_lab_link_is_shaped_for_the_run_and_restored(monkeypatch):
     notes = []
     host = SimpleNamespace(uri="x")
     spec = MigrationSpec(destination="lab2").with_param("link-rate", "8MiB/s")
-    with backends._lab_link(spec, host, host, notes.append):
-        assert lab.shaped == [8 * MiB]
+    with backends._lab_link(spec, host, host, lambda kind, message: notes.append(message)) as shaped:
+        assert shaped and lab.shaped == [8 * MiB]
     assert lab.shaped == [8 * MiB, 32 * MiB]
-    assert "shaped to" in notes[0].message and "back to" in notes[1].message
+    assert "shaped to" in notes[0] and "back to" in notes[1]
     lab.shaped.clear()
-    with backends._lab_link(MigrationSpec(destination="lab2"), host, host, notes.append):
-        pass
+    with backends._lab_link(MigrationSpec(destination="lab2"), host, host, notes.append) as shaped:
+        assert not shaped
     assert lab.shaped == []       # no link rate stated: the lab's link is left alone

@@ -112,7 +112,7 @@ def test_migrate_live_max_bandwidth_reaches_libvirts_bandwidth_parameter(fake_li
     result, _ = run_json(capsys, "migrate", "live", "g", "--from", "lab1", "--to", "lab2",
                          "--max-bandwidth", "50MiB/s", "--json")
     plan, params, _notes = FakeLiveMigration.seen[0]
-    assert plan.options.bandwidth == 50 * MiB
+    assert plan.options.max_bandwidth == 50 * MiB
     assert params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] == 50          # MiB/s, as libvirt takes it
     assert fake_live.shaped == [] and result["outcome"] == "completed"   # no link rate: the lab link untouched
 
@@ -145,3 +145,51 @@ def test_compare_simulate_takes_the_link_rate_and_the_cap(capsys):
     assert cold["total_time"] == pytest.approx(5 + 15 + rtt + (16 * MiB + 8192) / (100e6 / 8), rel=1e-6)
     _, err = run_json(capsys, "compare", "--simulate", "--bandwidth", "5MiB/s", "--json")
     assert "means --max-bandwidth" in err
+
+
+# -- the notebook panel ---------------------------------------------------------------
+def _panel_controller(**params):
+    from labmig.widgets.controller import MigrationController
+
+    return MigrationController(backend="simulator", playback=0.0, vm="g", memory="1GiB", dirty_rate="0",
+                               **params)
+
+
+def test_panel_max_bandwidth_reaches_the_simulator_and_its_prediction():
+    controller = _panel_controller(link_rate="1Gbit/s", max_bandwidth="50MiB/s")
+    result = controller.migrate(timeout=60)
+    assert result.plan["max_bandwidth"] == 50 * MiB and result.plan["link"]["link_rate"] == 1e9 / 8
+    rtt = result.plan["link"]["rtt"]                                              # the panel keeps the default
+    assert result.total_time == pytest.approx(rtt + one_pass(GiB, 50 * MiB), rel=1e-9)    # the cap binds
+    assert controller.current.prediction.total_time == result.total_time
+
+
+def test_panel_link_rate_reaches_the_simulator():
+    result = _panel_controller(link_rate="1Gbit/s").migrate(timeout=60)
+    assert result.plan["max_bandwidth"] == 0                                        # empty field: no cap
+    assert result.total_time == pytest.approx(result.plan["link"]["rtt"] + one_pass(GiB, 1e9 / 8), rel=1e-9)
+
+
+def test_panel_max_bandwidth_reaches_libvirts_bandwidth_parameter(fake_live):
+    """The panel's lab run goes through the same live backend as `migrate live`."""
+    from labmig.widgets import labglue
+    from labmig.widgets.params import MigrationParams
+
+    params = MigrationParams(backend="local lab", vm="g", source="lab1", destination="lab2", memory="256MiB",
+                             working_set="64MiB", link_rate="1Gbit/s", max_bandwidth="20MiB/s")
+    result = labglue.run(params, on_point=lambda point: None, abort=SimpleNamespace(is_set=lambda: False))
+    plan, libvirt_params, notes = FakeLiveMigration.seen[0]
+    assert plan.options.max_bandwidth == 20 * MiB
+    assert libvirt_params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] == 20
+    # The panel always states its link rate: on the lab the link is shaped to it for the run.
+    assert fake_live.shaped == [1e9 / 8, 32 * MiB]
+    assert result.extra["link_rate"] == 1e9 / 8 and result.extra["link_shaped"] is True
+
+
+def test_panel_refuses_the_old_word_and_names_the_two_new_ones():
+    from labmig.errors import InvalidInput
+    from labmig.widgets.params import MigrationParams
+
+    with pytest.raises(InvalidInput, match="meant two things") as info:
+        MigrationParams().replace(bandwidth="1Gbit/s")
+    assert "link_rate" in info.value.hint and "max_bandwidth" in info.value.hint

@@ -76,7 +76,7 @@ def read_disks(xml: str) -> list[DiskRef]:
             continue  # an empty cdrom drive
         target = disk.find("target")
         disks.append(DiskRef(target=target.get("dev", "") if target is not None else "",
-                             path=source.get("file"),
+                             path=source.get("file", ""),
                              device=disk.get("device", "disk"),
                              readonly=disk.find("readonly") is not None))
     return disks
@@ -97,8 +97,9 @@ def read_networks(xml: str) -> dict[str, list[str]]:
 
 
 def _map_attr(elem: ET.Element | None, attr: str, paths: PathMap) -> None:
-    if elem is not None and elem.get(attr):
-        elem.set(attr, paths.map(elem.get(attr)))
+    value = elem.get(attr) if elem is not None else None
+    if elem is not None and value:
+        elem.set(attr, paths.map(value))
 
 
 def rewrite_for_host(xml: str, paths: PathMap, disk_map: dict[str, str] | None = None,
@@ -131,8 +132,8 @@ def rewrite_for_host(xml: str, paths: PathMap, disk_map: dict[str, str] | None =
             em.text = emulator
     for disk in devices.findall("disk"):
         source = disk.find("source")
-        if source is not None and source.get("file"):
-            old = source.get("file")
+        old = source.get("file") if source is not None else None
+        if source is not None and old:
             source.set("file", disk_map.get(old, paths.map(old)))
     for tag in ("serial", "console", "channel", "parallel"):
         for dev in devices.findall(tag):
@@ -145,6 +146,7 @@ def rewrite_for_host(xml: str, paths: PathMap, disk_map: dict[str, str] | None =
             iface.remove(target)
         source = iface.find("source")
         kind = iface.get("type")
-        if source is not None and kind in ("network", "bridge") and source.get(kind) in networks:
-            source.set(kind, networks[source.get(kind)])
+        network = source.get(kind) if source is not None and kind in ("network", "bridge") else None
+        if source is not None and kind is not None and network in networks:
+            source.set(kind, networks[network])
     return ET.tostring(root, encoding="unicode")

@@ -113,7 +113,7 @@ def journal_dir(root: Path | None = None) -> Path:
 class Journal:
     """The journal of one VM's cold migration."""
 
-    def __init__(self, vm: str, directory: Path | None = None) -> None:
+    def __init__(self, vm: str, directory: str | os.PathLike[str] | None = None) -> None:
         if not vm or "/" in vm or "\x00" in vm:
             raise InvalidInput(f"bad VM name {vm!r}", "use the libvirt domain name")
         self.vm = vm
@@ -204,7 +204,7 @@ class Journal:
         return dest
 
 
-def all_journals(directory: Path | None = None) -> list[Journal]:
+def all_journals(directory: str | os.PathLike[str] | None = None) -> list[Journal]:
     """Every journal of the current lab (finished or not), for `labmig recover`."""
     d = Path(directory) if directory else journal_dir()
     if not d.is_dir():

@@ -125,6 +125,10 @@ class ColdMigration:
             agent.close()
         self._agents.clear()
 
+    def note(self, kind: str, message: str = "") -> None:
+        """Record an event of the run that happened outside it (e.g. the lab link shaped for it)."""
+        self._event(kind, message)
+
     def _event(self, kind: str, message: str = "") -> None:
         ev = Event(t=time.monotonic() - self._t0, kind=kind, message=message)
         self.events.append(ev)
@@ -216,7 +220,7 @@ class ColdMigration:
             if d.kind == "shared":
                 checks.append(f"disk {d.target} on shared storage: not copied")
         paths = domxml.PathMap({s: self.dst.image_dirs[0] for s in self.src.image_dirs})
-        for s, t in zip(self.src.log_dirs, self.dst.log_dirs):
+        for s, t in zip(self.src.log_dirs, self.dst.log_dirs, strict=False):
             paths.mapping[os.path.normpath(s)] = os.path.normpath(t)
         self.dest_xml = domxml.rewrite_for_host(self.source_xml, paths, {d.src: d.dst for d in self.disks})
         return checks
@@ -331,10 +335,11 @@ class ColdMigration:
         root = ET.fromstring(self.dest_xml)
         for el in root.iter():
             if el.tag == "log" and el.get("file"):
-                path = el.get("file")
+                path = el.get("file", "")
                 break
-            if el.tag == "serial" and el.get("type") == "file" and el.find("source") is not None:
-                path = el.find("source").get("path")
+            source = el.find("source") if el.tag == "serial" and el.get("type") == "file" else None
+            if source is not None and source.get("path"):
+                path = source.get("path", "")
                 break
         else:
             return None, 0
@@ -346,7 +351,8 @@ class ColdMigration:
 
     def _wait_guest(self, dst_ops: HostOps, log_path: str | None, offset: int) -> None:
         deadline = time.monotonic() + self.opts.boot_timeout
-        marker = re.compile(self._marker().encode()) if self._marker() else None
+        marker_text = self._marker()
+        marker = re.compile(marker_text.encode()) if marker_text else None
         while time.monotonic() < deadline:
             if not dst_ops.is_active(dst_ops.lookup(self.plan.vm)):
                 raise MigrationFailed(f"{self.plan.vm} stopped while booting on {self.dst.name}",
@@ -397,6 +403,7 @@ class ColdMigration:
         try:
             self.journal.append(Step.ROLLBACK_STARTED, reason=str(exc)[:500])
             state = self.journal.state()
+            assert state is not None  # the step just appended is in it
             recover_journal(self.journal, state, self.src, self.dst)  # a rollback always ends rolled-back
             return True
         except Exception:

@@ -48,9 +48,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     max_bandwidth = max_bandwidth_arg(args, "labmig compare")
     if args.simulate:
-        link = {} if args.link_rate is None else {"link_rate": parse_rate(args.link_rate)}
-        comp = compare_simulated(note="Simulated on request (--simulate).", **link,
-                                 max_bandwidth=parse_rate(max_bandwidth) if max_bandwidth else 0.0)
+        link: dict[str, Any] = {} if args.link_rate is None else {"link_rate": parse_rate(args.link_rate)}
+        comp = compare_simulated(note="Simulated on request (--simulate).", **link, max_bandwidth=max_bandwidth or 0.0)
     else:
         if not args.vm:
             raise InvalidInput("no VM named", "give the VM to migrate, or --simulate")
@@ -69,7 +68,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             destination = others[0]
         try:
             comp = compare_on_hosts(args.vm, args.source or source.name, args.to or destination.name,
-                                    LiveOptions(bandwidth=max_bandwidth),
+                                    LiveOptions(max_bandwidth=max_bandwidth),
                                     ColdOptions(shutdown_timeout=args.shutdown_timeout), link_rate=args.link_rate)
         except LiveLegFailed as stop:
             if args.json:

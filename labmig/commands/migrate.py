@@ -32,7 +32,7 @@ from typing import Any, Iterator
 
 from ..errors import InvalidInput, LabmigError
 from ..report import result_text
-from ..units import format_duration
+from ..units import format_duration, parse_rate
 
 # Other kinds of migration register as siblings of `migrate live` by adding their module here.
 MIGRATE_KINDS: tuple[str, ...] = ("labmig.commands.cold",)
@@ -119,23 +119,25 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
                         "default: force-complete with --postcopy on-timeout, else abort")
 
 
-def max_bandwidth_arg(args: argparse.Namespace, command: str = "labmig migrate live") -> str | None:
-    """``--max-bandwidth``, or the deprecated ``--bandwidth`` it replaces (with a note on stderr)."""
+def max_bandwidth_arg(args: argparse.Namespace, command: str = "labmig migrate live") -> float | None:
+    """``--max-bandwidth`` in bytes/s (None: no cap), or the deprecated ``--bandwidth`` it replaces
+    (with a note on stderr)."""
     old = getattr(args, "deprecated_bandwidth", None)
-    if old is None:
-        return getattr(args, "max_bandwidth", None)
-    if getattr(args, "max_bandwidth", None) is not None:
-        raise InvalidInput("--bandwidth and --max-bandwidth both given", "give --max-bandwidth only")
-    print(f"{command}: --bandwidth is deprecated; here it means --max-bandwidth (QEMU's cap on the migration "
-          "stream); the capacity of the path between the hosts is --link-rate", file=sys.stderr)
-    return old
+    value = getattr(args, "max_bandwidth", None)
+    if old is not None:
+        if value is not None:
+            raise InvalidInput("--bandwidth and --max-bandwidth both given", "give --max-bandwidth only")
+        print(f"{command}: --bandwidth is deprecated; here it means --max-bandwidth (QEMU's cap on the migration "
+              "stream); the capacity of the path between the hosts is --link-rate", file=sys.stderr)
+        value = old
+    return None if value is None else parse_rate(value)
 
 
 def options_from_args(args: argparse.Namespace) -> Any:
     from ..live.plan import LiveOptions
 
     return LiveOptions(
-        bandwidth=max_bandwidth_arg(args), max_downtime=args.max_downtime, postcopy=args.postcopy,
+        max_bandwidth=max_bandwidth_arg(args), max_downtime=args.max_downtime, postcopy=args.postcopy,
         auto_converge=args.auto_converge, auto_converge_initial=args.auto_converge_initial,
         auto_converge_increment=args.auto_converge_increment, compression=args.compression,
         parallel_connections=args.parallel_connections, block_migration=args.block_migration,

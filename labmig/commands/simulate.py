@@ -24,7 +24,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..backends import SimulatorBackend
 from ..errors import InvalidInput
@@ -175,7 +175,8 @@ def _sweep_range(name: str, item: str) -> list[tuple[str, Any]]:
     key = name.replace("_", "-")
     if key in PARAMETERS:
         parse = PARAMETERS[key][2]
-        unit = {parse_size: "size", parse_rate: "rate", parse_duration: "duration"}.get(parse, "float")
+        units: dict[Callable[..., Any], str] = {parse_size: "size", parse_rate: "rate", parse_duration: "duration"}
+        unit = units.get(parse, "float")
     else:
         unit = _strategy_options()[name.replace("-", "_")][0].get("unit", "float")
         parse = lambda v: parse_option(unit, name, v)  # noqa: E731

@@ -42,6 +42,7 @@ def probe_kvm(kernel: Path, initrd: Path, timeout: float = 8.0) -> bool:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     except OSError:
         return False
+    assert proc.stdout is not None  # stdout=PIPE
     os.set_blocking(proc.stdout.fileno(), False)
     seen = b""
     deadline = time.monotonic() + timeout

@@ -24,9 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidInput, LabError
-from . import accel as accelmod, guestbuild, libvirtd, netns, sshd
-from .guest import (ConsoleLog, GuestSpec, control, create_disk, disk_path, domain_xml, parse_stat,
-                    read_boot_counter, supports_direct_io, wait_for)
+from . import accel as accelmod
+from . import guestbuild, libvirtd, netns, sshd
+from .guest import (
+    ConsoleLog,
+    GuestSpec,
+    control,
+    create_disk,
+    disk_path,
+    domain_xml,
+    parse_stat,
+    read_boot_counter,
+    supports_direct_io,
+    wait_for,
+)
 from .plan import STATE_ROOT, HostPlan, LabPlan, make_plan
 
 log = logging.getLogger(__name__)

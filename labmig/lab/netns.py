@@ -166,10 +166,10 @@ def shape_link(plan: LabPlan, rate_bps: float | None, latency: float | None = No
                            hint="leave the latency out; only the bandwidth limit (token bucket) is available here")
         run(["tc", "-n", plan.hosts[0].netns, "qdisc", "del", "dev", "lo", "root"], check=False)
     for h in plan.hosts:
-        if rate_bps is None and not latency:
-            run(["tc", "-n", h.netns, "qdisc", "del", "dev", LINK_DEV, "root"], check=False)
-            continue
         if rate_bps is None:
+            if not latency:
+                run(["tc", "-n", h.netns, "qdisc", "del", "dev", LINK_DEV, "root"], check=False)
+                continue
             run(["tc", "-n", h.netns, "qdisc", "replace", "dev", LINK_DEV, "root",
                  "netem", "delay", f"{latency * 1000:.3f}ms"])
             continue

@@ -64,10 +64,11 @@ class Probe:
              "--target", self.target, "--interval", str(self.interval), "--out", str(self.out)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # The pinger prints one line once its socket is ready.
+        assert self.proc.stdout is not None  # stdout=PIPE
         ready, _, _ = select.select([self.proc.stdout], [], [], 10)
         if not ready or not self.proc.stdout.readline():
             self.proc.kill()
-            raise LabError("the client probe did not start", hint=(self.proc.stderr.read() or "")[-300:])
+            raise LabError("the client probe did not start", hint=(self.proc.stderr.read() if self.proc.stderr else "")[-300:])
         return self
 
     def stop(self, timeout: float = 10.0) -> ProbeReport:

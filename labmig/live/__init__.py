@@ -10,7 +10,7 @@
     probe        LabClientProbe: the lab client's view (longest gap in answers)
     faultcases   FAULT_CASES and run_case(): the fault matrix on the local lab
 
-    with LiveMigration(LivePlan("vm1", "lab1", "lab2", LiveOptions(bandwidth="50MiB/s"))) as mig:
+    with LiveMigration(LivePlan("vm1", "lab1", "lab2", LiveOptions(max_bandwidth="50MiB/s"))) as mig:
         result = mig.run()
 """
 from __future__ import annotations

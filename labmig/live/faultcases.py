@@ -119,7 +119,7 @@ def _dest_clean(lab: Any, guest: Any, dst: str) -> bool:
     return True
 
 
-def run_case(lab: Any, guest: Any, case: FaultCase | str, bandwidth: float = 10 * MiB,
+def run_case(lab: Any, guest: Any, case: FaultCase | str, max_bandwidth: float = 10 * MiB,
              inject_after: int = 16 * MiB, stall_timeout: float = 5.0,
              rollback_wait: float = 45.0) -> CaseOutcome:
     """Run one fault case on ``guest``, from the host it runs on to the other, then retry."""
@@ -160,7 +160,7 @@ def run_case(lab: Any, guest: Any, case: FaultCase | str, bandwidth: float = 10 
             healed.set()
             threading.Thread(target=heal_now, daemon=True).start()
 
-    opts = LiveOptions(bandwidth=bandwidth, policy="wait", completion_timeout=120)
+    opts = LiveOptions(max_bandwidth=max_bandwidth, policy="wait", completion_timeout=120)
     t0 = time.monotonic()
     with LiveMigration(LivePlan(guest.name, src, dst, opts), on_point=on_point, on_event=on_event,
                        stall_timeout=stall_timeout, rollback_wait=rollback_wait) as mig:

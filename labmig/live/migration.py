@@ -32,11 +32,11 @@ from ..errors import InvalidInput, LabmigError, MigrationFailed
 from ..hosts import Host, HostUnreachable, resolve_host
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..units import format_duration, format_rate
+from ..watchdog import HostUnresponsive
 from .plan import LivePlan, bandwidth_mib
 from .policies import JobSample, Policy, make_policy
 from .prechecks import PrecheckReport, run_prechecks
 from .rollback import Rollback, precreate_disks
-from ..watchdog import HostUnresponsive
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,7 @@ class LiveMigration:
     def _monitor(self, worker: threading.Thread) -> None:
         import libvirt
 
+        assert self.policy is not None  # made by the pre-checks, before the job starts
         opts = self.plan.options
         last_progress, last_bytes = time.monotonic(), -1
         prev: JobSample | None = None
@@ -409,7 +410,8 @@ class LiveMigration:
             kind="live", strategy="hybrid" if getattr(self.policy, "needs_postcopy", False) and
             opts.strategy == "precopy" else opts.strategy, backend="libvirt", outcome=Outcome.COMPLETED,
             total_time=wall, downtime=0.0, vm=self.plan.vm, source=self.source.name,
-            destination=self.destination.name, memory_bytes=self.report.guest.memory if self.report else 0,
+            destination=self.destination.name,
+            memory_bytes=self.report.guest.memory if self.report and self.report.guest else 0,
             client_interruption=client_gap, plan=self.plan.to_dict(),
         )
         result.extra["block_migration"] = block
@@ -480,7 +482,7 @@ class LiveMigration:
     def _bytes_by_phase(self, final: JobSample | None) -> dict[str, int]:
         phases: dict[str, int] = {}
         prev_mem, disk = 0, 0
-        for point, (mem, disk_now) in zip(self.timeline, self._sample_bytes):
+        for point, (mem, disk_now) in zip(self.timeline, self._sample_bytes, strict=False):
             phase = "precopy" if point.phase == "disk" else point.phase
             phases[phase] = phases.get(phase, 0) + max(mem - prev_mem, 0)
             prev_mem, disk = mem, max(disk, disk_now)

@@ -1,13 +1,13 @@
 """What a real live migration should do, as plain data (nothing here talks to libvirt).
 
-    LiveOptions   the knobs a lab turns: bandwidth, max downtime, post-copy mode,
+    LiveOptions   the knobs a lab turns: max bandwidth, max downtime, post-copy mode,
                   auto-converge, compression, parallel channels, block migration,
                   persistence, policy name and timeouts
     PostcopyMode  when to switch to post-copy: never, now, after N passes, on timeout
     LivePlan      VM + source + destination + options; turns itself into the
                   libvirt flags and typed parameters of ``migrateToURI3``
 
-The names follow virsh and QEMU (``--bandwidth``, ``--postcopy``,
+The names follow QEMU and virsh (``max-bandwidth``, ``--postcopy``,
 ``--auto-converge``, ``--parallel-connections``, ``--copy-storage-all``) so a
 student can map each option to what the hypervisor does with it.
 """
@@ -72,7 +72,7 @@ class PostcopyMode:
 class LiveOptions:
     """Options of one live migration. Sizes in bytes, rates in bytes/s, times in seconds."""
 
-    bandwidth: float | None = None          # cap on the migration stream; None = unlimited
+    max_bandwidth: float | None = None      # QEMU's cap on the migration stream; None = unlimited
     max_downtime: float | None = None       # QEMU's downtime-limit; None = the policy decides
     postcopy: PostcopyMode = field(default_factory=PostcopyMode)
     auto_converge: bool = False
@@ -93,10 +93,10 @@ class LiveOptions:
 
     def __post_init__(self) -> None:
         self.postcopy = PostcopyMode.parse(self.postcopy)
-        if self.bandwidth is not None:
-            self.bandwidth = parse_rate(self.bandwidth)
-            if self.bandwidth <= 0:
-                raise InvalidInput(f"bandwidth must be positive, got {self.bandwidth!r}",
+        if self.max_bandwidth is not None:
+            self.max_bandwidth = parse_rate(self.max_bandwidth)
+            if self.max_bandwidth <= 0:
+                raise InvalidInput(f"max bandwidth must be positive, got {self.max_bandwidth!r}",
                                    "give a rate like 100MiB/s, or leave it out for no cap")
         if self.max_downtime is not None:
             self.max_downtime = parse_duration(self.max_downtime)
@@ -164,7 +164,7 @@ class LiveOptions:
         max_bandwidth = options.pop("max_bandwidth", None)   # the spec's, not a strategy option
         kwargs: dict[str, Any] = make_strategy(name, options).to_libvirt()   # each strategy maps itself
         if max_bandwidth:
-            kwargs["bandwidth"] = max_bandwidth
+            kwargs["max_bandwidth"] = max_bandwidth
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -217,8 +217,8 @@ class LivePlan:
         params: dict[str, Any] = {}
         if migrate_uri:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri
-        if opts.bandwidth:
-            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib(opts.bandwidth)
+        if opts.max_bandwidth:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib(opts.max_bandwidth)
         if opts.auto_converge and opts.auto_converge_initial is not None:
             params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = int(opts.auto_converge_initial)
         if opts.auto_converge and opts.auto_converge_increment is not None:

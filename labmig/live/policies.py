@@ -20,8 +20,8 @@ simulator's strategies use too.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .. import nova

@@ -110,7 +110,7 @@ def guest_info(xml: str) -> GuestInfo:
         if source is None or target is None or not source.get("file"):
             continue
         shared = disk.find("shareable") is not None or disk.find("readonly") is not None
-        disks.append(Disk(target=target.get("dev", "?"), path=source.get("file"),
+        disks.append(Disk(target=target.get("dev", "?"), path=source.get("file", ""),
                           fmt=(driver.get("type") if driver is not None else None) or "raw", shared=shared))
     networks = []
     for iface in root.findall("./devices/interface"):

@@ -37,8 +37,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .. import __version__
-from ..errors import LabmigError
 from ..blockio import WrittenRanges, incomplete_mark
+from ..errors import LabmigError
 from ..fsutil import fsync_dir
 from .paths import ImagePolicy, PathRefused
 from .protocol import read_frame, write_frame

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from ..errors import CopyError
 
@@ -22,7 +22,7 @@ class ProtocolError(CopyError):
     """The other side sent something that is not a frame (or closed the stream)."""
 
 
-def write_frame(stream: BinaryIO, header: dict[str, Any], payload: bytes | memoryview = b"") -> int:
+def write_frame(stream: IO[bytes], header: dict[str, Any], payload: bytes | memoryview = b"") -> int:
     """Write one frame; returns the number of bytes written."""
     if payload:
         header = dict(header, payload=len(payload))
@@ -35,7 +35,7 @@ def write_frame(stream: BinaryIO, header: dict[str, Any], payload: bytes | memor
     return _LEN.size + len(body) + len(payload)
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
     chunks = []
     left = n
     while left:
@@ -48,7 +48,7 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes, int] | None:
+def read_frame(stream: IO[bytes]) -> tuple[dict[str, Any], bytes, int] | None:
     """Read one frame: (header, payload, bytes read), or None at a clean end of stream."""
     first = stream.read(_LEN.size)
     if not first:

@@ -1,4 +1,9 @@
-"""Where a run from the panel actually happens: thin adapters over the plain labmig API.
+"""Where a run from the panel actually happens: thin adapters over labmig.backends.
+
+Each turns the panel's parameters into one labmig.spec.MigrationSpec
+(``MigrationParams.to_spec()``) and hands it to labmig.backends (the simulator, or
+live / cold over libvirt); what these add is the panel's side: is this place available,
+prepare the lab guest, a prediction beside the run, playback of a simulated timeline.
 
     Backend            the protocol: ``available()``, ``prepare(params)``, ``run(params, on_point,
                        abort)`` -> MigrationResult, ``predict(params)``
@@ -140,7 +145,7 @@ class LocalLabBackend:
         return labglue.prepare(params)
 
     def predict(self, params: MigrationParams) -> MigrationResult:
-        """The simulator with the guest's measured dirty rate and the run's bandwidth."""
+        """The simulator on the same spec as the run, with the dirty rate the guest is measured to achieve."""
         from . import labglue
 
         return SimulatorBackend().predict(labglue.measured_params(params))
@@ -176,7 +181,7 @@ class HostsBackend(LocalLabBackend):
             abort: threading.Event) -> MigrationResult:
         from . import labglue
 
-        return labglue.run_on_hosts(params, on_point, abort)
+        return labglue.run(params, on_point, abort)
 
 
 BACKENDS: dict[str, type] = {

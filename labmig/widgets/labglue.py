@@ -6,9 +6,11 @@ live / cold migration over libvirt (labmig.live, labmig.cold).
                        dirty rate from the form), else set to the form's working set and dirty
                        rate; source = where it runs now, destination = the other host
     measured_params()  the parameters as measured: the guest's own dirty counter over a second
-    run()              one real migration, its timeline fed to ``on_point``; Abort aborts the
-                       libvirt job (live) and the VM stays on the source
-    run_on_hosts()     the same between two hosts given by libvirt URI (no lab)
+    run()              one real migration of ``params.to_spec()`` through labmig.backends (live
+                       or cold), its timeline fed to ``on_point``; Abort aborts the libvirt job
+                       (live) and the VM stays on the source. On the local lab the lab link is
+                       shaped to the spec's link rate for the run; between other hosts the
+                       link rate is only declared (the prediction uses it)
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import time
 import zlib
 from typing import Any, Callable
 
+from ..backends import get_backend
 from ..errors import InvalidInput, LabError
 from ..model import MigrationResult, TimelinePoint
 from ..units import format_rate, parse_rate, parse_size
@@ -28,8 +31,10 @@ log = logging.getLogger(__name__)
 GUEST_INDEX_BASE = 100    # panel guests get addresses 10.78.0.(110..209) on the lab's bridge
 PAGE = 4096               # the lab guest counts dirtied 4 KiB pages
 COLD_SHUTDOWN_TIMEOUT = 10.0  # seconds
-# What fits a TCG guest on one machine; the panel starts from these on the lab.
-LAB_DEFAULTS = {"memory": "256MiB", "working_set": "64MiB", "dirty_rate": "4MiB/s", "bandwidth": "32MiB/s"}
+# What fits a TCG guest on one machine; the panel starts from these on the lab. The cap
+# keeps a migration slow enough to watch (and to abort) while a TCG guest dirties 4 MiB/s.
+LAB_DEFAULTS = {"memory": "256MiB", "working_set": "64MiB", "dirty_rate": "4MiB/s",
+                "link_rate": "1Gbit/s", "max_bandwidth": "32MiB/s"}
 
 
 def _lab():
@@ -100,61 +105,10 @@ def measured_params(params: Any, seconds: float = 1.0) -> Any:
     return params.replace(dirty_rate=f"{max(rate, 0.0):.0f}B/s")
 
 
-def _live_options(params: Any):
-    from ..live.plan import LiveOptions
-
-    return LiveOptions.from_strategy(params.strategy, {"downtime_limit": params.downtime_limit, **params.options},
-                                     bandwidth=params.bandwidth)
-
-
 def run(params: Any, on_point: Callable[[TimelinePoint], None], abort: threading.Event) -> MigrationResult:
-    if params.kind == "cold":
-        return _run_cold(params, on_point, abort)
-    return _run_live(params, on_point, abort, probe=True)
-
-
-def run_on_hosts(params: Any, on_point: Callable[[TimelinePoint], None],
-                 abort: threading.Event) -> MigrationResult:
-    if params.kind == "cold":
-        return _run_cold(params, on_point, abort)
-    return _run_live(params, on_point, abort, probe=False)
-
-
-def _run_live(params: Any, on_point: Callable[[TimelinePoint], None], abort: threading.Event,
-              probe: bool) -> MigrationResult:
-    from ..live.migration import LiveMigration
-    from ..live.plan import LivePlan
-    from ..live.probe import probe_for
-
-    plan = LivePlan(params.vm, params.source, params.destination, _live_options(params))
-    client = probe_for(params.vm) if probe else None
-    with LiveMigration(plan, on_point=on_point, probe=client) as mig:
-        if abort.is_set():
-            raise LabError("aborted before the migration started", "press Migrate again")
-        # The panel's Abort reaches libvirt from a watcher thread while run() blocks here.
-        done = threading.Event()
-
-        def watch() -> None:
-            while not done.wait(0.1):
-                if abort.is_set():
-                    mig.abort("aborted from the panel")
-                    return
-
-        threading.Thread(target=watch, name="labmig-abort-watch", daemon=True).start()
-        try:
-            return mig.run()
-        finally:
-            done.set()
-
-
-def _run_cold(params: Any, on_point: Callable[[TimelinePoint], None], abort: threading.Event) -> MigrationResult:
-    from ..cold.migration import ColdMigration, ColdOptions, ColdPlan
-    from ..live.probe import probe_for
-
-    # The lab guest ignores ACPI power-off: a short graceful deadline, then forced off.
-    options = ColdOptions(auto_confirm=True, shutdown_timeout=COLD_SHUTDOWN_TIMEOUT)
-    plan = ColdPlan(params.vm, params.source, params.destination, options)
-    with ColdMigration(plan, on_point=on_point, probe=probe_for(params.vm)) as mig:
-        if abort.is_set():
-            raise LabError("aborted before the migration started", "press Migrate again")
-        return mig.run()
+    """One real migration (live or cold) of the panel's spec, on the lab or between two URIs."""
+    # The lab guest ignores ACPI power-off: a cold run gets a short graceful deadline, then
+    # it is forced off; the panel confirms a finished cold migration itself.
+    run_options = {"auto_confirm": True, "shutdown_timeout": COLD_SHUTDOWN_TIMEOUT} if params.kind == "cold" else {}
+    spec = params.to_spec(**run_options)
+    return get_backend(spec.kind).run(spec, on_point=on_point, abort=abort)

@@ -101,7 +101,7 @@ def comparison_figure(results: Sequence[MigrationResult], width: float = 7.5) ->
         ("total time (s)", [r.total_time for r in results]),
         ("on the wire (MiB)", [r.bytes_total / MiB for r in results]),
     )
-    for ax, (name, values) in zip(axes, series):
+    for ax, (name, values) in zip(axes, series, strict=True):
         ax.bar(range(len(values)), values, color=colours)
         ax.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=7)
         ax.set_title(name, fontsize=9)
@@ -115,8 +115,8 @@ def sweep_figure(x: Sequence[float], results: Sequence[MigrationResult], xlabel:
     """Downtime and total time of runs against one swept parameter (log scale for time)."""
     fig = Figure(figsize=(width, 3.0))
     ax_down, ax_total = fig.subplots(1, 2)
-    ok = [(xi, r) for xi, r in zip(x, results) if r.completed]
-    bad = [(xi, r) for xi, r in zip(x, results) if not r.completed]
+    ok = [(xi, r) for xi, r in zip(x, results, strict=True) if r.completed]
+    bad = [(xi, r) for xi, r in zip(x, results, strict=True) if not r.completed]
     ax_down.plot([xi for xi, _ in ok], [r.downtime for _, r in ok], "o-", label="completed")
     ax_total.plot([xi for xi, _ in ok], [r.total_time for _, r in ok], "o-")
     if bad:

@@ -27,9 +27,10 @@ from .tables import Table
 
 
 def plan(strategy: str = "precopy", options: dict[str, Any] | None = None, **params: Any):
-    """``plan(memory="8GiB", dirty_rate="200MiB/s", bandwidth="10Gbit/s", wss="1GiB")``.
+    """``plan(memory="8GiB", dirty_rate="200MiB/s", link_rate="10Gbit/s", wss="1GiB")``.
 
-    A dirty rate without a workload means uniform random writes over the working set.
+    A dirty rate without a workload means uniform random writes over the working set;
+    ``max_bandwidth="50MiB/s"`` caps the migration stream as QEMU's max-bandwidth does.
     """
     from ..plan import Plan
 
@@ -88,8 +89,8 @@ def lab_or_none() -> tuple[Any, str]:
 
 def lab_guest(lab, name: str = "labvm", **params: Any):
     """The notebook's lab guest (made with the panel's lab defaults unless ``params`` say otherwise)."""
-    from .params import MigrationParams
     from .labglue import LAB_DEFAULTS, _guest
+    from .params import MigrationParams
 
     return _guest(lab, MigrationParams(backend="local lab", vm=name, **{**LAB_DEFAULTS, **params}))
 

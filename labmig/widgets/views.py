@@ -68,7 +68,9 @@ class MigrationPanel:
         self.memory = _text("memory", p.memory)
         self.working_set = _text("working set", p.working_set)
         self.dirty_rate = _text("dirty rate", p.dirty_rate)
-        self.bandwidth = _text("bandwidth", p.bandwidth)
+        self.link_rate = _text("link rate", p.link_rate)
+        self.max_bandwidth = _text("max bandwidth", p.max_bandwidth)
+        self.max_bandwidth.placeholder = "no cap"
         self.downtime_limit = _text("max downtime", p.downtime_limit)
         self.disk = _text("disk", p.disk)
         self.shared_storage = w.Checkbox(value=p.shared_storage, description="shared storage", indent=False)
@@ -98,7 +100,8 @@ class MigrationPanel:
             w.HBox([w.Label("kind", layout=w.Layout(width="95px", justify_content="flex-end",
                                                     margin="0 8px 0 0")), self.kind, self.strategy]),
             w.HBox([self.memory, self.working_set, self.dirty_rate]),
-            w.HBox([self.bandwidth, self.downtime_limit, self.disk, self.shared_storage]),
+            w.HBox([self.link_rate, self.max_bandwidth, self.downtime_limit]),
+            w.HBox([self.disk, self.shared_storage]),
             self.options_box,
             w.HBox([self.migrate_button, self.abort_button]),
         ])
@@ -121,7 +124,8 @@ class MigrationPanel:
             vm=self.vm.value.strip(), source=self.source.value.strip(),
             destination=self.destination.value.strip(), memory=self.memory.value,
             working_set=self.working_set.value, dirty_rate=self.dirty_rate.value,
-            bandwidth=self.bandwidth.value, downtime_limit=self.downtime_limit.value,
+            link_rate=self.link_rate.value, max_bandwidth=self.max_bandwidth.value,
+            downtime_limit=self.downtime_limit.value,
             disk=self.disk.value, shared_storage=self.shared_storage.value, options=options,
         )
 
@@ -162,7 +166,7 @@ class MigrationPanel:
             self._option_defaults[spec.name] = box.value
         self._option_widgets = widgets
         rows = [w.HBox([box, w.HTML(f"<small>{_esc(spec.help)}</small>")])
-                for spec, box in zip(option_specs(self.strategy.value), widgets.values())]
+                for spec, box in zip(option_specs(self.strategy.value), widgets.values(), strict=True)]
         self.options_box.children = [w.VBox(rows)] if rows else []
         self.options_box.set_title(0, f"options of {self.strategy.value} ({len(rows)})")
         self.options_box.selected_index = None

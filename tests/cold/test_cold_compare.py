@@ -73,6 +73,43 @@ def test_compare_on_the_lab(lab, tmp_path):
         lab.remove_guest("cmpt")
 
 
+@pytest.mark.lab
+@pytest.mark.slow
+def test_compare_stops_after_an_injected_live_failure_on_the_lab(lab, tmp_path):
+    """The destination's incoming QEMU killed mid-copy (the fault matrix's kill-dst-qemu) ends
+    `labmig compare`: exit 1, a message saying what happened and where the VM is, the VM
+    running on the source only, and no cold leg started (no cold journal was written)."""
+    import time
+
+    from labmig.cold.trials import make_guest
+    from labmig.lab.faults import inject
+    from labstate import wait_until
+
+    make_guest(lab, "cmpf", 63)
+    try:
+        env = dict(os.environ, LABMIG_JOURNAL_DIR=str(tmp_path))
+        # A slow stream (2 MiB/s): the 16 MiB disk alone takes 8 s, time enough to strike.
+        proc = subprocess.Popen([sys.executable, "-m", "labmig", "compare", "cmpf", "--max-bandwidth", "2MiB/s",
+                                 "--shutdown-timeout", "1s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        try:
+            wait_until(lambda: lab.host("lab2").qemu_pid("cmpf"), 120, "the incoming QEMU of cmpf on lab2", lab)
+            time.sleep(1.0)   # the copy is under way
+            inject(lab, "kill-qemu", host="lab2", domain="cmpf")
+            _out, err = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 1, err
+        assert "labmig compare: the live migration of cmpf lab1 → lab2 ended" in err, err
+        assert "no cold migration was started" in err, err
+        wait_until(lambda: lab.guest("cmpf").where() == {"lab1": "running"}, 60, "cmpf running on lab1 only", lab)
+        assert list(tmp_path.iterdir()) == [], "a cold leg wrote a journal"
+    finally:
+        lab.remove_guest("cmpf")
+
+
 class _Leg:
     """A backend standing in for live or cold: returns a fixed outcome and records the specs it ran."""
 
@@ -111,7 +148,7 @@ def test_compare_after_a_completed_live_leg_brings_the_vm_back_cold():
     from labmig.model import Outcome
 
     live, cold = _Leg(Outcome.COMPLETED), _Leg(Outcome.COMPLETED)
-    comp = compare_on_hosts("g", "lab1", "lab2", LiveOptions(bandwidth="50MiB/s"), link_rate="1Gbit/s",
+    comp = compare_on_hosts("g", "lab1", "lab2", LiveOptions(max_bandwidth="50MiB/s"), link_rate="1Gbit/s",
                             backends={"live": live, "cold": cold})
     (there,), (back,) = live.ran, cold.ran
     assert (there.source, there.destination, back.source, back.destination) == ("lab1", "lab2", "lab2", "lab1")

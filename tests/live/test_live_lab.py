@@ -113,7 +113,7 @@ def _nonconverging(lab, guest, resolve, **options):
             resolve(mig, event)
 
     options.setdefault("completion_timeout", 150)
-    opts = LiveOptions(bandwidth=SLOW, **options)
+    opts = LiveOptions(max_bandwidth=SLOW, **options)
     with LiveMigration(LivePlan(guest.name, src, dst, opts), on_event=on_event,
                        probe=LabClientProbe(guest)) as mig:
         result = mig.run()
@@ -156,7 +156,7 @@ def test_nonconvergence_resolved_by_postcopy(lab, guest):
 @pytest.mark.parametrize("case", list(FAULT_CASES))
 def test_fault_rolls_back_and_retry_succeeds(lab, guest, case):
     for attempt in range(2):
-        out = run_case(lab, guest, case, bandwidth=SLOW)
+        out = run_case(lab, guest, case, max_bandwidth=SLOW)
         assert out.injected, out.message
         assert out.outcome != "completed", out
         assert out.on_source, out
@@ -199,7 +199,7 @@ def test_bad_input_is_refused_before_anything_changes(lab, guest):
         (("migrate", "live", "no-such-vm", "--to", dst), 2, "unknown VM"),
         (("migrate", "live", guest.name, "--to", "lab9"), 2, "unknown host"),
         (("migrate", "live", guest.name, "--to", src), 2, "same"),
-        (("migrate", "live", guest.name, "--to", dst, "--bandwidth", "fast"), 2, "cannot read rate"),
+        (("migrate", "live", guest.name, "--to", dst, "--max-bandwidth", "fast"), 2, "cannot read rate"),
     ]
     for args, code, words in cases:
         proc = run_cli(*args, lab=lab)
@@ -215,7 +215,7 @@ def test_already_migrating_and_abort_from_the_cli(lab, guest):
     started = threading.Event()
 
     def slow():
-        with LiveMigration(LivePlan(guest.name, src, dst, LiveOptions(bandwidth=SLOW, policy="wait")),
+        with LiveMigration(LivePlan(guest.name, src, dst, LiveOptions(max_bandwidth=SLOW, policy="wait")),
                            on_point=lambda p: started.set()) as mig:
             holder["mig"] = mig
             holder["result"] = mig.run()
@@ -289,7 +289,7 @@ def test_stop_signal_rolls_back(lab, guest, signum, code, words):
     src = guest.running_on()
     dst = other(src)
     proc = subprocess.Popen(["env", "--default-signal=INT", sys.executable, "-m", "labmig", "migrate", "live",
-                             guest.name, "--to", dst, "--bandwidth", "10MiB/s", "--policy", "wait"],
+                             guest.name, "--to", dst, "--max-bandwidth", "10MiB/s", "--policy", "wait"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "LABMIG_LAB": lab.name})
     conn = lab.host(src).connect()
@@ -316,7 +316,7 @@ def test_nova_completion_timeout_forces_completion(lab, guest, postcopy, switch)
     """Nova's live_migration_timeout_action=force_complete: post-copy when permitted, else pause."""
     src = guest.running_on()
     dst = other(src)
-    opts = LiveOptions(bandwidth=SLOW, policy="nova", completion_timeout=18, timeout_action="force-complete",
+    opts = LiveOptions(max_bandwidth=SLOW, policy="nova", completion_timeout=18, timeout_action="force-complete",
                        postcopy=postcopy)
     with LiveMigration(LivePlan(guest.name, src, dst, opts)) as mig:
         result = mig.run()

@@ -24,14 +24,14 @@ def test_bad_postcopy_mode_names_the_choices(text):
 
 
 def test_options_parse_units():
-    opts = LiveOptions(bandwidth="8MiB/s", max_downtime="300ms", completion_timeout="1min")
-    assert opts.bandwidth == 8 * 2**20
+    opts = LiveOptions(max_bandwidth="8MiB/s", max_downtime="300ms", completion_timeout="1min")
+    assert opts.max_bandwidth == 8 * 2**20
     assert opts.max_downtime == pytest.approx(0.3)
     assert opts.completion_timeout == 60
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    ({"bandwidth": "0MiB/s"}, "bandwidth"),
+    ({"max_bandwidth": "0MiB/s"}, "max bandwidth"),
     ({"max_downtime": "0ms"}, "downtime"),
     ({"compression": "lz4"}, "compression"),
     ({"compression": "zstd"}, "multifd"),
@@ -76,7 +76,7 @@ def test_flags_for_every_option():
 
 
 def test_params():
-    opts = LiveOptions(bandwidth="10MB/s", compression="zstd", parallel_connections=4)
+    opts = LiveOptions(max_bandwidth="10MB/s", compression="zstd", parallel_connections=4)
     params = LivePlan("vm", "a", "b", opts).params(libvirt, "tcp://10.0.0.2", ["vda"])
     assert params == {"migrate_uri": "tcp://10.0.0.2", "bandwidth": 10, "compression": "zstd",
                       "parallel.connections": 4, "migrate_disks": ["vda"]}
@@ -108,7 +108,7 @@ def test_simulator_strategies_map_onto_live_options():
     assert hybrid.timeout_action == "force-complete" and hybrid.max_downtime == pytest.approx(0.5)
     comp = LiveOptions.from_strategy("compression", {"xbzrle": False, "multifd_channels": 2,
                                                      "max_bandwidth": "50MiB/s"})
-    assert comp.compression is None and comp.parallel_connections == 2 and comp.bandwidth == 50 * 2**20
+    assert comp.compression is None and comp.parallel_connections == 2 and comp.max_bandwidth == 50 * 2**20
     assert LiveOptions.from_strategy("compression").compression == "xbzrle"
     for name in ("precopy", "postcopy", "hybrid", "autoconverge", "compression"):
         assert LiveOptions.from_strategy(name).strategy == name

@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NOTEBOOK = "01-live-vs-cold.ipynb"
 SHOTS = REPO / "build" / "ui-screenshots"
-FORM_FIELDS = ("vm", "source", "destination", "memory", "working set", "dirty rate", "bandwidth",
-               "max downtime", "disk")
+FORM_FIELDS = ("vm", "source", "destination", "memory", "working set", "dirty rate", "link rate",
+               "max bandwidth", "max downtime", "disk")
 
 
 def _missing() -> str | None:
@@ -159,11 +159,12 @@ def test_abort_button_leaves_vm_on_source(page):
     panel = page.locator(".labmig-panel").first
     panel.scroll_into_view_if_needed()
     expected_run = _runs_so_far(panel) + 1
-    bandwidth, dirty_rate = _form_value(panel, "bandwidth"), _form_value(panel, "dirty rate")
     backend = panel.locator("select").first.input_value()
-    # Dirtying about as fast as (simulator) or faster than (lab) the link: Abort comes in time.
-    slow = {"dirty rate": "110MiB/s", "bandwidth": "1Gbit/s"} if backend == "simulator" else \
-        {"dirty rate": "24MiB/s", "bandwidth": "4MiB/s"}
+    # Dirtying about as fast as the link (simulator) or faster than the capped stream (lab):
+    # Abort comes in time.
+    slow = {"dirty rate": "110MiB/s", "link rate": "1Gbit/s"} if backend == "simulator" else \
+        {"dirty rate": "24MiB/s", "max bandwidth": "4MiB/s"}
+    before = {label: _form_value(panel, label) for label in slow}
     for label, value in slow.items():
         _set_form_value(panel, label, value)
     try:
@@ -177,8 +178,8 @@ def test_abort_button_leaves_vm_on_source(page):
         assert table.get_attribute("data-outcome") == "aborted", table.inner_text()
         assert "runs on " + _form_value(panel, "source") in table.inner_text()
     finally:
-        _set_form_value(panel, "bandwidth", bandwidth)
-        _set_form_value(panel, "dirty rate", dirty_rate)
+        for label, value in before.items():
+            _set_form_value(panel, label, value)
 
 
 def _check_against_simulator(panel, params, downtime, total, wire, table) -> None:
@@ -189,7 +190,7 @@ def _check_against_simulator(panel, params, downtime, total, wire, table) -> Non
     oracle = get_backend("simulator").predict(MigrationParams(
         backend="simulator", kind="live", strategy=strategy, vm=params["vm"], source=params["source"],
         destination=params["destination"], memory=params["memory"], working_set=params["working set"],
-        dirty_rate=params["dirty rate"], bandwidth=params["bandwidth"],
+        dirty_rate=params["dirty rate"], link_rate=params["link rate"], max_bandwidth=params["max bandwidth"],
         downtime_limit=params["max downtime"], disk=params["disk"]))
     assert downtime == pytest.approx(oracle.downtime, rel=1e-9)
     assert total == pytest.approx(oracle.total_time, rel=1e-9)

@@ -127,7 +127,9 @@ def test_backend_error_is_kept_and_raised_by_wait(controller):
     ({"kind": "warp"}, "unknown migration kind"),
     ({"destination": "lab1"}, "source and destination"),
     ({"memory": "1GiB", "working_set": "2GiB"}, "larger than memory"),
-    ({"bandwidth": "fast"}, "cannot read rate"),
+    ({"link_rate": "fast"}, "cannot read rate"),
+    ({"max_bandwidth": "fast"}, "cannot read rate"),
+    ({"bandwidth": "1Gbit/s"}, "meant two things"),
     ({"backend": "nowhere"}, "unknown backend"),
 ])
 def test_bad_parameters_are_refused_before_anything_starts(controller, changes, message):
@@ -139,7 +141,7 @@ def test_bad_parameters_are_refused_before_anything_starts(controller, changes, 
 def test_unknown_parameter_names_the_valid_ones(controller):
     with pytest.raises(InvalidInput) as info:
         controller.set(bandwith="1Gbit/s")
-    assert "bandwith" in str(info.value) and "bandwidth" in info.value.hint
+    assert "bandwith" in str(info.value) and "link_rate" in info.value.hint and "max_bandwidth" in info.value.hint
 
 
 def test_phase_words_say_what_the_vm_is_doing():
@@ -180,11 +182,10 @@ def test_comparison_rows_take_the_latest_completed_run_of_each_kind():
 
 def test_simulator_run_equals_the_plain_simulator_api():
     from labmig.sim.run import simulate
-    from labmig.widgets.simplan import to_plan
 
     controller = MigrationController(backend="simulator", playback=0.0)
     result = controller.migrate(timeout=60, memory="512MiB", dirty_rate="100MiB/s", working_set="256MiB")
-    direct = simulate(to_plan(controller.current.params))
+    direct = simulate(controller.current.params.to_spec().to_plan())
     assert (result.downtime, result.total_time, result.bytes_total, result.iterations) == \
         (direct.downtime, direct.total_time, direct.bytes_total, direct.iterations)
     assert [p.t for p in controller.current.points] == [p.t for p in direct.timeline]
@@ -194,7 +195,7 @@ def test_simulator_run_equals_the_plain_simulator_api():
 
 def test_strategy_options_reach_the_simulator():
     controller = MigrationController(backend="simulator", playback=0.0, memory="1GiB", working_set="1GiB",
-                                     dirty_rate="200MiB/s", bandwidth="1Gbit/s")
+                                     dirty_rate="200MiB/s", link_rate="1Gbit/s")
     stuck = controller.migrate(timeout=60, strategy="precopy")
     rescued = controller.migrate(timeout=60, strategy="autoconverge", options={"cpu_throttle_initial": "30"})
     assert stuck.outcome == Outcome.DID_NOT_CONVERGE

@@ -25,7 +25,7 @@ def panel(lab):
     from labmig.widgets.views import MigrationPanel
 
     return MigrationPanel(backend="local lab", vm=VM, memory="256MiB", working_set="64MiB",
-                          dirty_rate="4MiB/s", bandwidth="32MiB/s")
+                          dirty_rate="4MiB/s", max_bandwidth="32MiB/s")
 
 
 def _states(lab) -> dict[str, str]:
@@ -61,7 +61,7 @@ def test_abort_from_the_panel_leaves_the_vm_on_the_source(lab, panel):
     # Dirtying faster than the capped link: pre-copy cannot converge, so Abort comes in time.
     panel.dirty_rate.value = "24MiB/s"
     panel.working_set.value = "96MiB"
-    panel.bandwidth.value = "4MiB/s"
+    panel.max_bandwidth.value = "4MiB/s"
     started = threading.Event()
     panel.controller.observe(lambda event, run: event == "point" and len(run.points) >= 5 and started.set())
     panel.migrate_button.click()
@@ -78,7 +78,7 @@ def test_abort_from_the_panel_leaves_the_vm_on_the_source(lab, panel):
     assert f"runs on {source}" in panel.result.value
     # The next attempt from the same panel succeeds.
     panel.dirty_rate.value = "2MiB/s"
-    panel.bandwidth.value = "64MiB/s"
+    panel.max_bandwidth.value = "64MiB/s"
     panel.migrate_button.click()
     again = _wait(panel.controller.current, lab, 300)
     assert again.completed, again.message

@@ -53,7 +53,7 @@ def test_abort_button_stops_the_run_and_says_where_the_vm_is(panel):
 
 
 def test_bad_input_is_shown_not_raised(panel):
-    panel.bandwidth.value = "lots"
+    panel.link_rate.value = "lots"
     assert panel.migrate() is None
     assert "cannot read rate" in panel.phase.value
     assert panel.controller.runs == []
