@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from labmig import core
-from labmig.plan import VM, Link, Plan, Workload
+from labmig.sim.plan import VM, Link, Plan, Workload
 from labmig.sim.run import simulate
 
 GiB, MiB = 1 << 30, 1 << 20

@@ -24,7 +24,7 @@
 Units are parsed once, here at the boundary: ``MigrationSpec.from_dict`` reads the
 strings users type ("8GiB", "10Gbit/s", "300ms") and the CLI builds a spec through
 it; inside, sizes are bytes, rates bytes per second, times seconds. The simulator's
-:class:`labmig.plan.Plan` is a view of a spec (``spec.to_plan()``). Plan files
+:class:`labmig.sim.plan.Plan` is a view of a spec (``spec.to_plan()``). Plan files
 keep their shape: a plan's keys plus ``kind``, ``max_bandwidth``, ``policy``,
 ``source``, ``destination`` and ``run_options``. The old key ``link.bandwidth`` is
 read as ``link.link_rate`` with a warning, and a dirty rate given without a workload
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .errors import InvalidInput
-from .plan import VM, Link, Plan, Storage, Workload
+from .sim.plan import VM, Link, Plan, Storage, Workload
 from .strategies import STRATEGIES, build_options
 from .units import parse_duration, parse_rate
 
@@ -146,7 +146,7 @@ class MigrationSpec:
                    max_time=plan.max_time, max_bandwidth=plan.max_bandwidth, **real)
 
     def with_param(self, name: str, value: Any) -> "MigrationSpec":
-        """A copy with one parameter set by its CLI name (see labmig.plan.PARAMETERS) or option name."""
+        """A copy with one parameter set by its CLI name (see labmig.sim.plan.PARAMETERS) or option name."""
         key = name.replace("_", "-")
         if key in ("source", "destination", "kind"):
             return replace(self, **{key: value})

@@ -31,7 +31,7 @@ from labmig.errors import InvalidInput
 from labmig.live.plan import LiveOptions
 from labmig.live.policies import JobSample, NovaPolicy
 from labmig.model import Outcome
-from labmig.plan import VM, Link, Plan, Storage, Workload
+from labmig.sim.plan import VM, Link, Plan, Storage, Workload
 from labmig.strategies import make_strategy
 
 MiB, GiB = 1 << 20, 1 << 30

@@ -2,7 +2,7 @@
 import pytest
 
 from labmig.errors import InvalidInput
-from labmig.plan import Link, Plan
+from labmig.sim.plan import Link, Plan
 from labmig.spec import MigrationSpec, PolicySettings
 from labmig.strategies import HybridOptions, PrecopyOptions
 

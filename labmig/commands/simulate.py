@@ -29,8 +29,8 @@ from typing import Any, Callable
 from ..backends import SimulatorBackend
 from ..errors import InvalidInput
 from ..model import MigrationResult
-from ..plan import DEPRECATED_PARAMETERS, PARAMETERS, Plan
 from ..report import result_text, text_table
+from ..sim.plan import DEPRECATED_PARAMETERS, PARAMETERS, Plan
 from ..sim.run import simulate
 from ..sim.workloads import WORKLOADS
 from ..spec import MigrationSpec

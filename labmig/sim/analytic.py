@@ -44,8 +44,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..plan import Plan
 from .engine import PAGE_HEADER
+from .plan import Plan
 
 
 @dataclass

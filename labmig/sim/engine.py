@@ -47,8 +47,8 @@ import numpy as np
 from .. import core
 from ..errors import InvalidInput
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
-from ..plan import Plan
 from .clock import Agenda, Clock, Scheduled
+from .plan import Plan
 from .workloads import CHUNK, make_workload
 
 log = logging.getLogger(__name__)

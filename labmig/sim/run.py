@@ -10,8 +10,8 @@ the strategies, so that imports run one way.
 from __future__ import annotations
 
 from ..model import MigrationResult
-from ..plan import Plan
 from ..strategies import make_strategy
+from .plan import Plan
 
 __all__ = ["simulate"]
 

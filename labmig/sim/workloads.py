@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import core
 from ..errors import InvalidInput
-from ..plan import Plan
+from .plan import Plan
 
 log = logging.getLogger(__name__)
 

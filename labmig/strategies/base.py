@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from ..errors import InvalidInput
 from ..model import MigrationResult
-from ..plan import Plan
+from ..sim.plan import Plan
 from ..units import parse_duration, parse_rate, parse_size
 
 

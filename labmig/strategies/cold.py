@@ -19,7 +19,7 @@ from typing import Any
 from .. import core
 from ..errors import InvalidInput
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
-from ..plan import Plan
+from ..sim.plan import Plan
 from ..units import format_duration, format_size
 from .base import Strategy, option
 

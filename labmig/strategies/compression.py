@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInput
-from ..plan import Plan
 from ..sim.engine import LiveEngine
+from ..sim.plan import Plan
 from .base import option
 from .precopy import Precopy, PrecopyOptions
 

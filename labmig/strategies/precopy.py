@@ -33,8 +33,8 @@ from typing import Any, Optional
 
 from ..model import MigrationResult, Outcome
 from ..nova import STALL_PASSES, STALL_SECONDS, StallRule, StallTracker
-from ..plan import Plan
 from ..sim.engine import LiveEngine, PassRecord
+from ..sim.plan import Plan
 from ..units import format_duration, format_rate, format_size
 from .base import Strategy, option
 

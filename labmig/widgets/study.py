@@ -32,7 +32,7 @@ def plan(strategy: str = "precopy", options: dict[str, Any] | None = None, **par
     A dirty rate without a workload means uniform random writes over the working set;
     ``max_bandwidth="50MiB/s"`` caps the migration stream as QEMU's max-bandwidth does.
     """
-    from ..plan import Plan
+    from ..sim.plan import Plan
 
     out = Plan(strategy=strategy, options=dict(options or {}))
     if "dirty_rate" in params and "workload" not in params:

@@ -6,7 +6,7 @@ import pytest
 
 from labmig import core
 from labmig.model import Outcome
-from labmig.plan import VM, Link, Plan, Workload
+from labmig.sim.plan import VM, Link, Plan, Workload
 from labmig.sim.run import simulate
 from labmig.sim.analytic import postcopy_idle, precopy_model, saturation, uniform_next_round
 from labmig.sim.workloads import UniformWorkload

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labmig.model import Outcome
-from labmig.plan import VM, Link, Plan, Workload
+from labmig.sim.plan import VM, Link, Plan, Workload
 from labmig.strategies import make_strategy
 
 LIVE = ["precopy", "postcopy", "hybrid", "autoconverge", "compression"]

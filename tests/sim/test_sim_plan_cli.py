@@ -8,7 +8,7 @@ import pytest
 from labmig import core
 from labmig.commands import simulate as simcmd
 from labmig.errors import InvalidInput
-from labmig.plan import PARAMETERS, VM, Plan, Workload
+from labmig.sim.plan import PARAMETERS, VM, Plan, Workload
 from labmig.sim.run import simulate
 from labmig.sim.workloads import WORKLOADS, HotColdWorkload, SequentialWorkload, make_workload
 

@@ -6,7 +6,7 @@ import pytest
 from labmig import nova
 from labmig.errors import InvalidInput
 from labmig.model import Outcome
-from labmig.plan import VM, Link, Plan, Storage, Workload
+from labmig.sim.plan import VM, Link, Plan, Storage, Workload
 from labmig.sim.run import simulate
 from labmig.strategies import STRATEGIES, make_strategy
 

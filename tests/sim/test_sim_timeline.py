@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from labmig.model import MigrationResult, Outcome
-from labmig.plan import VM, Link, Plan, Workload
+from labmig.sim.plan import VM, Link, Plan, Workload
 from labmig.sim.run import simulate
 
 # 64 pages; the link moves exactly 16 pages (of 4096 + 8 header bytes) a second;

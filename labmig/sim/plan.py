@@ -30,8 +30,8 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
-from .errors import InvalidInput
-from .units import format_rate, format_size, parse_duration, parse_rate, parse_size
+from ..errors import InvalidInput
+from ..units import format_rate, format_size, parse_duration, parse_rate, parse_size
 
 GiB = 1 << 30
 
