@@ -101,8 +101,11 @@ def test_dirtying_guest_moves_repeatedly_without_memory_errors(lab, guest):
         print(f"{i:<4} {s:<5} {d:<5} {t:6.2f} s {dt * 1000:8.0f} ms {gap * 1000:9.0f} ms  {it}")
 
 
-def _nonconverging(lab, guest, resolve, **options):
-    """Start a migration the link cannot finish; ``resolve(mig, event)`` is called on the verdict."""
+def _nonconverging(lab, guest, resolve, verdict=True, **options):
+    """Start a migration the link cannot finish; ``resolve(mig, event)`` is called on the verdict.
+
+    ``verdict``: labmig's stall rule (labmig.nova.StallRule) must call it not converging.
+    """
     src = guest.running_on()
     dst = other(src)
     seen = []
@@ -117,8 +120,9 @@ def _nonconverging(lab, guest, resolve, **options):
     with LiveMigration(LivePlan(guest.name, src, dst, opts), on_event=on_event,
                        probe=LabClientProbe(guest)) as mig:
         result = mig.run()
-    assert "not-converging" in seen, seen
-    assert any("not converging" in e.message and "Raise the bandwidth" in e.message for e in result.events)
+    if verdict:
+        assert "not-converging" in seen, seen
+        assert any("not converging" in e.message and "Raise the bandwidth" in e.message for e in result.events)
     assert_moved(guest, result, dst)
     return result, seen
 
@@ -137,10 +141,15 @@ def test_nonconvergence_resolved_by_auto_converge(lab, guest):
     # QEMU's 300 ms limit (3 MiB at 10 MiB/s) the end is then luck. A 1 s limit
     # (10 MiB) is not met unthrottled (15-24 MiB are left at each pass) and is met
     # once the throttle bites, after 30 s to 2 min on TCG: hence the long timeout.
-    result, seen = _nonconverging(lab, guest, None, policy="wait", auto_converge=True,
+    # QEMU's own trigger (migration_trigger_throttle in migration/ram.c: more dirtied in a
+    # sync period than half of what was sent, in two periods) throttles before labmig's stall rule
+    # (5 passes and 10 s without progress) may speak, so no verdict of labmig's is required:
+    # the throttle QEMU applied, the passes it took and the completed move are the evidence.
+    result, seen = _nonconverging(lab, guest, None, verdict=False, policy="wait", auto_converge=True,
                                   auto_converge_initial=60, auto_converge_increment=20, max_downtime=1.0,
                                   completion_timeout=300)
     assert result.max_throttle_pct >= 60
+    assert result.iterations >= 2      # the throttle starts only after bitmap syncs that saw no convergence
     assert "postcopy" not in seen
 
 
