@@ -379,10 +379,16 @@ def cold_plan(spec: MigrationSpec) -> Any:
 
 
 class ColdBackend:
-    """Cold migration over libvirt + ssh (labmig.cold.migration): a failure is a result, too."""
+    """Cold migration over libvirt + ssh (labmig.cold.migration): a failure is a result, too.
+
+    ``progress`` shows the disk copy's progress line on the terminal (the command line's).
+    """
 
     name = "cold"
     kinds = ("cold",)
+
+    def __init__(self, progress: bool = False) -> None:
+        self.progress = progress
 
     def precheck(self, spec: MigrationSpec) -> PrecheckReport:
         from .cold.migration import ColdMigration
@@ -406,7 +412,8 @@ class ColdBackend:
         plan = cold_plan(spec)
         if abort is not None and abort.is_set():
             return _not_started(spec, "libvirt", "aborted before the start")
-        with ColdMigration(plan, on_point=on_point, on_event=on_event, probe=probe_for(spec.vm.name)) as mig:
+        with ColdMigration(plan, on_point=on_point, on_event=on_event, probe=probe_for(spec.vm.name),
+                           progress=self.progress) as mig:
             with _lab_link(spec, mig.src.host, mig.dst.host, mig.note) as shaped:
                 try:
                     result = mig.run()

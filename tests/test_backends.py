@@ -83,7 +83,7 @@ def test_live_plan_takes_the_cap_and_the_policy_from_the_spec():
 class _FakeCold:
     """Stands in for ColdMigration: fails after a change, as a rolled-back run does."""
 
-    def __init__(self, plan, on_point=None, on_event=None, probe=None):
+    def __init__(self, plan, on_point=None, on_event=None, probe=None, progress=False):
         self.plan = plan
         self.src = self.dst = SimpleNamespace(host=SimpleNamespace(name="lab?", uri="qemu:///nowhere"))
         self.timeline = [TimelinePoint(t=1.5, phase="shutdown")]
@@ -115,6 +115,36 @@ def test_a_failed_cold_run_is_a_result_saying_where_the_vm_is(monkeypatch):
     assert isinstance(result, MigrationResult)
     assert result.outcome == Outcome.ROLLED_BACK and "runs on lab1 again" in result.message
     assert result.extra["rolled_back"] is True and result.total_time == 1.5 and result.events
+
+
+def test_migrate_cold_command_runs_through_the_cold_backend(monkeypatch, capsys):
+    """`labmig migrate cold` builds one spec, the cold backend turns its run options into the cold
+    run's options, and a rolled-back run is printed as a result and exits 1 (not a traceback)."""
+    import labmig.cold.migration as cold
+    import labmig.hosts as hosts
+    import labmig.live.probe as probe
+    from labmig.cli import main
+
+    made = []
+
+    class Recording(_FakeCold):
+        def __init__(self, plan, **kwargs):
+            super().__init__(plan, **kwargs)
+            made.append((plan, kwargs))
+
+    monkeypatch.setattr(cold, "ColdMigration", Recording)
+    monkeypatch.setattr(probe, "probe_for", lambda vm: None)
+    monkeypatch.setattr(hosts, "resolve_host", lambda name: SimpleNamespace(name=name, uri=f"test:///{name}"))
+    code = main(["migrate", "cold", "g", "--from", "lab1", "--to", "lab2", "--shutdown-timeout", "1500ms",
+                 "--block-size", "128KiB", "--verify", "fast", "--json"])
+    out, err = capsys.readouterr()
+    plan, kwargs = made[0]
+    assert (plan.vm, plan.source, plan.destination) == ("g", "lab1", "lab2")
+    assert plan.options.shutdown_timeout == 1.5 and plan.options.block_size == 128 * 1024
+    assert plan.options.verify == "fast" and plan.options.auto_confirm is False
+    assert kwargs["progress"] is False                 # --json: no progress line on the terminal
+    assert code == 1 and "runs on lab1 again" in err and "hint: retry" in err
+    assert '"outcome": "rolled-back"' in out
 
 
 def test_the_abort_flag_reaches_a_running_migration():

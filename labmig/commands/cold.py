@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ..errors import InvalidInput
@@ -77,10 +78,16 @@ def find_defined(vm: str) -> Any:
 
 
 def cmd_migrate_cold(args: argparse.Namespace) -> int:
-    from ..cold.migration import ColdMigration, ColdOptions, ColdPlan
+    """A cold migration through the cold backend (labmig.backends.ColdBackend), as compare runs one."""
+    from dataclasses import fields
+
+    from ..backends import ColdBackend
+    from ..cold.migration import ColdOptions
     from ..hosts import resolve_host
     from ..progress import Progress
+    from ..spec import VM, MigrationSpec
 
+    # Parsed here, before any host is asked: a bad value is a usage error that changed nothing.
     options = ColdOptions(shutdown_timeout=args.shutdown_timeout, boot_timeout=args.boot_timeout,
                           block_size=args.block_size, verify=args.verify, ready_marker=args.ready_marker,
                           auto_confirm=args.confirm, delete_source_disks=args.delete_source_disks)
@@ -91,30 +98,32 @@ def cmd_migrate_cold(args: argparse.Namespace) -> int:
     if source.uri == destination.uri:
         raise InvalidInput(f"{args.vm} is already on {destination.name}: source and destination are the same",
                            "pick another host with --to")
-    plan = ColdPlan(args.vm, source.name, destination.name, options)
+    spec = MigrationSpec(vm=VM(name=args.vm), strategy="cold", source=source.name, destination=destination.name,
+                         run_options={f.name: getattr(options, f.name) for f in fields(options)})
     show = not args.json and Progress(1).enabled
+    backend = ColdBackend(progress=show)
+    if args.check_only:
+        report = backend.precheck(spec)
+        print(json.dumps({"prechecks": report.lines()}, indent=2) if args.json else "\n".join(report.lines()))
+        report.raise_if_failed()
+        return 0
 
     def on_event(ev: Any) -> None:
         if show:
             print(f"[{ev.t:7.2f}s] {ev.kind}: {ev.message}", flush=True)
 
-    probe = None
-    if not args.check_only:
-        from ..live.probe import probe_for
-        probe = probe_for(args.vm)
-    with ColdMigration(plan, on_event=on_event, probe=probe, progress=show) as mig:
-        if args.check_only:
-            checks = mig.precheck()
-            print(json.dumps({"prechecks": checks}, indent=2) if args.json else "\n".join(checks))
-            return 0
-        result = mig.run()
+    result = backend.run(spec, on_event=on_event)
     if args.json:
         print(result.to_json())
     else:
         print(result_text(result))
-        if not args.confirm:
+        if result.completed and not args.confirm:
             print(f"\nnext: `labmig confirm {args.vm}` to keep it on {destination.name}, "
                   f"or `labmig revert {args.vm}` to go back to {source.name}")
+    if not result.completed:
+        hint = result.extra.get("hint")
+        print(f"labmig migrate: {result.message}" + (f"\n  hint: {hint}" if hint else ""), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,10 +2,9 @@
 
     register(subparsers)   adds the subcommand; every plan field and every
                            strategy option is a ``--flag`` taking units
-    run(args)              builds the plan, runs it (one run through the simulator
-                           backend, labmig.backends; a sweep straight on the
-                           simulator, as its runs share options across strategies),
-                           prints a table, JSON, a timeline CSV and/or a plot
+    run(args)              builds the plan, runs it (every run, one or a sweep's, as a
+                           spec through the simulator backend, labmig.backends), prints
+                           a table, JSON, a timeline CSV and/or a plot
 
 Choices come from the registries (STRATEGIES, WORKLOADS); option flags come
 from the strategies' option dataclasses, so a new option shows up here alone.
@@ -31,7 +30,6 @@ from ..errors import InvalidInput
 from ..model import MigrationResult
 from ..report import result_text, text_table
 from ..sim.plan import DEPRECATED_PARAMETERS, PARAMETERS, Plan
-from ..sim.run import simulate
 from ..sim.workloads import WORKLOADS
 from ..spec import MigrationSpec
 from ..strategies import STRATEGIES, option_fields
@@ -208,8 +206,9 @@ def run(args: argparse.Namespace) -> int:
     if args.show_plan and not args.json:
         print(plan.describe())
         print()
+    backend = SimulatorBackend()
     if not sweeps:
-        result = SimulatorBackend().run(MigrationSpec.from_plan(plan))
+        result = backend.run(MigrationSpec.from_plan(plan))
         if args.json:
             print(result.to_json())
         else:
@@ -225,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         for name, (_label, value) in combo:
             p = p.with_param(name, value)
         labels = {name: label for name, (label, _value) in combo}
-        rows.append((labels, simulate(p, strict=not sweeping_strategy)))
+        rows.append((labels, backend.run(MigrationSpec.from_plan(_own_options(p)))))
     if args.json:
         print(json.dumps([{"params": params, "result": r.to_dict()} for params, r in rows], indent=2))
     else:
@@ -235,6 +234,13 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         write_sweep_csv(rows, args.csv)
     return 0
+
+
+def _own_options(plan: Plan) -> Plan:
+    """``plan`` with only the options its strategy declares: a sweep over strategies gives
+    each the same options, and each takes its own (the others were checked to belong to one)."""
+    own = {name for name, _default, _meta in option_fields(STRATEGIES[plan.strategy].Options)}
+    return replace(plan, options={k: v for k, v in plan.options.items() if k.replace("-", "_") in own})
 
 
 def write_sweep_csv(rows: list[tuple[dict[str, str], MigrationResult]], path: str) -> None:
