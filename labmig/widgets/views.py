@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 _REDRAW_EVERY = 0.3  # seconds between timeline redraws while a run goes on
 
 
-def _text(description: str, value: str, width: str = "190px") -> w.Text:
-    return w.Text(value=value, description=description, style={"description_width": "95px"},
+def _text(description: str, value: str, width: str = "210px") -> w.Text:
+    return w.Text(value=value, description=description, style={"description_width": "110px"},
                   layout=w.Layout(width=width))
 
 
