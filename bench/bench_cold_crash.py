@@ -23,9 +23,9 @@ import tempfile
 import time
 from collections import defaultdict
 
-from labmig.cold.migration import CRASH_POINTS, ColdMigration, ColdOptions, ColdPlan
-from labmig.cold.trials import crash_trial, make_guest, wait_boot
 from labmig.cold.finish import confirm
+from labmig.cold.migration import CRASH_POINTS, ColdMigration, ColdPlan, ColdRunOptions
+from labmig.cold.trials import crash_trial, make_guest, wait_boot
 
 GUEST, INDEX = "bcold", 63
 BLOCK = 64 * 1024
@@ -86,7 +86,7 @@ def copy_figures(lab, guest, journal):
     for path in (stale, stale.with_name(f".{stale.name}.incomplete")):
         if path.exists():
             path.unlink()
-    opts = ColdOptions(shutdown_timeout="1s")
+    opts = ColdRunOptions(shutdown_timeout="1s")
     link0 = link_bytes(lab)
     with ColdMigration(ColdPlan(GUEST, "lab1", "lab2", opts)) as mig:
         there = mig.run()

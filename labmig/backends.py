@@ -364,18 +364,18 @@ class LiveBackend:
 
 # -- cold, over libvirt + ssh ---------------------------------------------------------
 def cold_plan(spec: MigrationSpec) -> Any:
-    """The ColdPlan (labmig.cold.migration) of a cold spec; run options are its ColdOptions."""
-    from .cold.migration import ColdOptions, ColdPlan
+    """The ColdPlan (labmig.cold.migration) of a cold spec; run options are its ColdRunOptions."""
+    from .cold.migration import ColdPlan, ColdRunOptions
 
     spec.require_hosts()
-    known = {f.name for f in dataclasses.fields(ColdOptions)}
+    known = {f.name for f in dataclasses.fields(ColdRunOptions)}
     unknown = sorted(set(spec.run_options) - known)
     if unknown:
         raise InvalidInput(f"unknown cold run option(s) {', '.join(unknown)}", f"known: {', '.join(sorted(known))}")
     from .strategies import make_strategy
 
     run = {**(make_strategy(spec.strategy, spec.options_dict()).to_cold(spec) or {}), **spec.run_options}
-    return ColdPlan(spec.vm.name, spec.source, spec.destination, ColdOptions(**run))
+    return ColdPlan(spec.vm.name, spec.source, spec.destination, ColdRunOptions(**run))
 
 
 class ColdBackend:

@@ -100,11 +100,11 @@ def compare_on_hosts(vm: str, source: str, destination: str, live_options: Any =
     """Live-migrate ``vm`` source → destination, then cold-migrate it back (confirmed).
 
     ``live_options`` is a LiveOptions (``max_bandwidth`` caps the stream), ``cold_options``
-    a cold ColdOptions; ``link_rate`` shapes the local lab's link for both legs. Raises
+    a ColdRunOptions; ``link_rate`` shapes the local lab's link for both legs. Raises
     LiveLegFailed, before any cold leg, when the live one does not complete.
     """
     from .backends import ColdBackend, LiveBackend, live_spec
-    from .cold.migration import ColdOptions
+    from .cold.migration import ColdRunOptions
     from .spec import VM, MigrationSpec
 
     runners = {"live": LiveBackend(), "cold": ColdBackend(), **(backends or {})}
@@ -115,7 +115,7 @@ def compare_on_hosts(vm: str, source: str, destination: str, live_options: Any =
         raise LiveLegFailed(live)
     if live.bytes_by_phase.get("disk"):
         _remove_stale_disks(vm, source, destination)
-    opts = replace(cold_options or ColdOptions(), auto_confirm=True, delete_source_disks=True)
+    opts = replace(cold_options or ColdRunOptions(), auto_confirm=True, delete_source_disks=True)
     cold_leg = MigrationSpec(vm=VM(name=vm), strategy="cold", source=destination, destination=source,
                              link=live_leg.link, link_given=live_leg.link_given,
                              run_options={f.name: getattr(opts, f.name) for f in fields(opts)})

@@ -38,7 +38,7 @@ def _duration(text: str) -> float:
 
 
 def on_lab(shutdown_timeout: float) -> "Comparison":
-    from .cold.migration import ColdOptions
+    from .cold.migration import ColdRunOptions
     from .cold.trials import make_guest
     from .compare import compare_on_hosts
     from .lab import LocalLab
@@ -62,7 +62,7 @@ def on_lab(shutdown_timeout: float) -> "Comparison":
 
     try:
         print("live migration lab1 → lab2, then cold migration lab2 → lab1 …", flush=True)
-        comp = compare_on_hosts(GUEST, "lab1", "lab2", LiveOptions(), ColdOptions(shutdown_timeout=shutdown_timeout),
+        comp = compare_on_hosts(GUEST, "lab1", "lab2", LiveOptions(), ColdRunOptions(shutdown_timeout=shutdown_timeout),
                                 on_event=on_event)
         comp.note = (f"Boot counter on the guest's disk now {guest.boot_counter('lab1')} (was 1): the cold "
                      f"migration moved the disk and the guest booted from it.\n"

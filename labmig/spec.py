@@ -17,7 +17,7 @@
     │                   timeout and timeout action (Nova's names; Nova's own timers are
     │                   labmig.nova.NovaSettings)
     ├── source, destination   for real runs: host names or libvirt URIs
-    └── run_options     knobs only a real run has, by their LiveOptions / cold ColdOptions
+    └── run_options     knobs only a real run has, by their LiveOptions / cold ColdRunOptions
                         names (block_migration, persistent, shutdown_timeout, verify …)
     spec_from_plan()    the spec of a simulator Plan (``MigrationSpec.from_plan``)
 

@@ -5,7 +5,7 @@
     domxml     the domain definition read and rewritten for the destination (xml.etree)
     sides      ColdHost: a host's image / shared / log directories and ssh access
     hostops    the libvirt operations (idempotent), observe(), execute_recovery()
-    migration  ColdOptions, ColdPlan (plain data) and ColdMigration (the flow)
+    migration  ColdRunOptions, ColdPlan (plain data) and ColdMigration (the flow)
     finish     confirm(), revert(), recover()
     trials     lab experiments: guests with real data, kill-and-recover trials
 

@@ -1,6 +1,8 @@
 """Cold migration over libvirt: power off, copy the disks through ssh, define and boot on the target.
 
-    ColdOptions    shutdown / boot deadlines, block size, verification digest, confirm choices
+    ColdRunOptions shutdown / boot deadlines, block size, verification digest, confirm choices
+                   (the knobs of a real run; the simulated cold strategy's own options are
+                   labmig.strategies.ColdOptions)
     ColdPlan       VM + source + destination + options, as plain data
     ColdMigration  context manager making a plan real: ``precheck()``, ``run()`` → MigrationResult
                    (kind "cold"; phases shutdown, disk, boot), with the journal written
@@ -39,7 +41,7 @@ CRASH_POINTS = Step.FLOW + ("disk-partial",)   # where the crash trials kill lab
 
 
 @dataclass
-class ColdOptions:
+class ColdRunOptions:
     shutdown_timeout: float = 60.0        # graceful ACPI shutdown, then forced off
     boot_timeout: float = 120.0           # guest up on the destination
     block_size: int = 64 * 1024
@@ -69,7 +71,7 @@ class ColdPlan:
     vm: str
     source: str
     destination: str
-    options: ColdOptions = field(default_factory=ColdOptions)
+    options: ColdRunOptions = field(default_factory=ColdRunOptions)
 
     def __post_init__(self) -> None:
         if not self.vm or not self.vm.strip():
@@ -437,4 +439,4 @@ class ColdMigration:
 
 from .finish import confirm, recover, revert  # noqa: E402  (re-exported: the flow's other half)
 
-__all__ = ["ColdOptions", "ColdPlan", "ColdMigration", "DiskMove", "confirm", "revert", "recover", "CRASH_ENV"]
+__all__ = ["ColdRunOptions", "ColdPlan", "ColdMigration", "DiskMove", "confirm", "revert", "recover", "CRASH_ENV"]

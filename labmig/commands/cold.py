@@ -82,13 +82,13 @@ def cmd_migrate_cold(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from ..backends import ColdBackend
-    from ..cold.migration import ColdOptions
+    from ..cold.migration import ColdRunOptions
     from ..hosts import resolve_host
     from ..progress import Progress
     from ..spec import VM, MigrationSpec
 
     # Parsed here, before any host is asked: a bad value is a usage error that changed nothing.
-    options = ColdOptions(shutdown_timeout=args.shutdown_timeout, boot_timeout=args.boot_timeout,
+    options = ColdRunOptions(shutdown_timeout=args.shutdown_timeout, boot_timeout=args.boot_timeout,
                           block_size=args.block_size, verify=args.verify, ready_marker=args.ready_marker,
                           auto_confirm=args.confirm, delete_source_disks=args.delete_source_disks)
     if args.delete_source_disks and not args.confirm:

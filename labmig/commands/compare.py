@@ -53,7 +53,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         if not args.vm:
             raise InvalidInput("no VM named", "give the VM to migrate, or --simulate")
-        from ..cold.migration import ColdOptions
+        from ..cold.migration import ColdRunOptions
         from ..hosts import lab_hosts, resolve_host
         from ..live.plan import LiveOptions
         from .cold import find_defined
@@ -69,7 +69,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         try:
             comp = compare_on_hosts(args.vm, args.source or source.name, args.to or destination.name,
                                     LiveOptions(max_bandwidth=max_bandwidth),
-                                    ColdOptions(shutdown_timeout=args.shutdown_timeout), link_rate=args.link_rate)
+                                    ColdRunOptions(shutdown_timeout=args.shutdown_timeout), link_rate=args.link_rate)
         except LiveLegFailed as stop:
             if args.json:
                 print(json.dumps({"stopped": stop.message, "live": stop.live.to_dict()}, indent=2))

@@ -127,5 +127,5 @@ class Strategy:
                            "pick a live strategy; cold runs with labmig migrate cold")
 
     def to_cold(self, spec: Any = None) -> dict[str, Any] | None:
-        """The cold run's options (labmig.cold.migration.ColdOptions) it sets; None: not a cold strategy."""
+        """The cold run's options (labmig.cold.migration.ColdRunOptions) it sets; None: not a cold strategy."""
         return None

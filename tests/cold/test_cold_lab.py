@@ -8,7 +8,7 @@ import os
 import pytest
 
 from labmig.cold.finish import confirm, revert
-from labmig.cold.migration import CRASH_POINTS, ColdMigration, ColdOptions, ColdPlan
+from labmig.cold.migration import CRASH_POINTS, ColdMigration, ColdPlan, ColdRunOptions
 from labmig.cold.trials import crash_trial, disk_digest, make_guest, wait_boot
 from labmig.errors import MigrationFailed
 
@@ -31,7 +31,7 @@ def guest(lab):
 
 
 def migrate(src, dst, **opts):
-    with ColdMigration(ColdPlan("coldt", src, dst, ColdOptions(shutdown_timeout="1s", **opts))) as mig:
+    with ColdMigration(ColdPlan("coldt", src, dst, ColdRunOptions(shutdown_timeout="1s", **opts))) as mig:
         return mig.run()
 
 
@@ -102,7 +102,7 @@ def test_next_run_recovers_a_killed_one_and_sends_only_what_is_missing(lab, gues
 def test_shared_storage_is_not_copied(lab, journal):
     g = make_guest(lab, "colds", 64, disk="shared")
     try:
-        with ColdMigration(ColdPlan("colds", "lab1", "lab2", ColdOptions(shutdown_timeout="1s"))) as mig:
+        with ColdMigration(ColdPlan("colds", "lab1", "lab2", ColdRunOptions(shutdown_timeout="1s"))) as mig:
             result = mig.run()
         assert result.bytes_by_phase["disk"] == 0 and "shared storage: no disk copy" in result.message
         confirm("colds")
@@ -123,7 +123,7 @@ def test_verify_mismatch_stops_before_define(lab, guest, journal):
                 f.seek(2 << 20)
                 f.write(bytes([byte[0] ^ 0xFF]))
 
-    plan = ColdPlan("coldt", "lab1", "lab2", ColdOptions(shutdown_timeout="1s", verify="full"))
+    plan = ColdPlan("coldt", "lab1", "lab2", ColdRunOptions(shutdown_timeout="1s", verify="full"))
     with pytest.raises(MigrationFailed) as info:
         with ColdMigration(plan, on_point=corrupt) as mig:
             mig.run()
