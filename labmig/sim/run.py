@@ -16,12 +16,11 @@ from .plan import Plan
 __all__ = ["simulate"]
 
 
-def simulate(plan: Plan, track_versions: bool = False, strict: bool = True) -> MigrationResult:
+def simulate(plan: Plan, track_versions: bool = False) -> MigrationResult:
     """Run ``plan`` with its strategy and options; deterministic for ``plan.seed``.
 
-    ``strict=False`` lets options meant for other strategies pass (a sweep over strategies
-    shares one set of options); ``track_versions`` has the engine keep a version per page
-    on both sides, so a test can check the destination ended with every page's latest one.
+    ``track_versions`` has the engine keep a version per page on both sides, so a test can
+    check the destination ended with every page's latest one.
     """
-    strategy = make_strategy(plan.strategy, plan.options, strict=strict)
+    strategy = make_strategy(plan.strategy, plan.options)
     return strategy.simulate(plan.validated(), track_versions=track_versions)

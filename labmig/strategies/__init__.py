@@ -29,12 +29,12 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
-def make_strategy(name: str, options: dict[str, Any] | None = None, strict: bool = True) -> Strategy:
+def make_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
     try:
         cls = STRATEGIES[name]
     except KeyError:
         raise InvalidInput(f"unknown strategy {name!r}", f"choose one of: {', '.join(STRATEGIES)}") from None
-    return cls(build_options(cls.Options, options, strict=strict))
+    return cls(build_options(cls.Options, options))
 
 
 __all__ = [

@@ -67,19 +67,18 @@ def parse_option(unit: str, name: str, value: Any, choices: tuple[str, ...] = ()
     return value
 
 
-def build_options(cls: type, mapping: dict[str, Any] | None, strict: bool = True) -> Any:
-    """``cls(**mapping)`` with units parsed; unknown names are an error when ``strict``."""
+def build_options(cls: type, mapping: dict[str, Any] | None) -> Any:
+    """``cls(**mapping)`` with units parsed; an unknown name is an error."""
     mapping = {k.replace("-", "_"): v for k, v in (mapping or {}).items()}
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(mapping) - set(known))
-    if unknown and strict:
+    if unknown:
         raise InvalidInput(f"unknown option(s) {', '.join(unknown)} for this strategy",
                            f"its options are: {', '.join(known) or '(none)'}")
     kwargs = {}
     for name, value in mapping.items():
-        if name in known:
-            meta = known[name].metadata
-            kwargs[name] = parse_option(meta.get("unit", "float"), name, value, meta.get("choices", ()))
+        meta = known[name].metadata
+        kwargs[name] = parse_option(meta.get("unit", "float"), name, value, meta.get("choices", ()))
     return cls(**kwargs)
 
 

@@ -177,12 +177,6 @@ class HostsBackend(LocalLabBackend):
     def predict(self, params: MigrationParams) -> MigrationResult:
         return SimulatorBackend().predict(params)
 
-    def run(self, params: MigrationParams, on_point: PointCallback,
-            abort: threading.Event) -> MigrationResult:
-        from . import labglue
-
-        return labglue.run(params, on_point, abort)
-
 
 BACKENDS: dict[str, type] = {
     "simulator": SimulatorBackend,
