@@ -7,14 +7,16 @@
                        backend found: libvirt flags, block migration, bytes to move …)
     AbortFlag          what ``abort`` must offer: ``is_set()`` (a threading.Event does)
     SimulatorBackend   "sim": the simulator, on ``spec.to_plan()``
-    LiveBackend        "live": LiveMigration over libvirt (labmig.live.migration)
-    ColdBackend        "cold": ColdMigration over libvirt + ssh (labmig.cold.migration)
+    LiveBackend        "live": LiveMigration over libvirt (labmig.live.migration), on
+                       ``LivePlan.from_spec(spec)``
+    ColdBackend        "cold": ColdMigration over libvirt + ssh (labmig.cold.migration), on
+                       ``ColdPlan.from_spec(spec)``
     BACKENDS           name -> backend class; ``get_backend(name)``, ``backend_for(spec)``
-    live_plan(spec), cold_plan(spec)   what the libvirt backends make of a spec
     libvirt_mapping(spec)   the VIR_MIGRATE_* flags and parameters of a live spec, by name,
                        without libvirt (the pre-check reports list them)
     live_spec(vm, source, destination, options)   the spec of a LiveOptions (the
                        ``migrate live`` flags): strategy, cap, policy, the rest as run options
+                       (LiveOptions.to_spec)
 
 The contract: ``run`` returns a MigrationResult whatever happens to the migration —
 completed, did not converge, aborted, rolled back, failed — with its outcome and a
@@ -31,7 +33,6 @@ VIR_MIGRATE_PARAM_BANDWIDTH, as it reaches the simulator's engine.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 from dataclasses import dataclass, field, replace
@@ -40,7 +41,7 @@ from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 from .errors import InvalidInput, MigrationFailed, PrecheckFailed
 from .live.prechecks import Check
 from .model import Event, MigrationResult, Outcome, TimelinePoint
-from .spec import MigrationSpec, PolicySettings
+from .spec import MigrationSpec
 from .units import format_rate
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ PointCallback = Callable[[TimelinePoint], None]
 EventCallback = Callable[[Event], None]
 
 __all__ = ["Backend", "PrecheckReport", "Check", "AbortFlag", "SimulatorBackend", "LiveBackend",
-           "ColdBackend", "BACKENDS", "get_backend", "backend_for", "live_plan", "cold_plan", "live_spec",
+           "ColdBackend", "BACKENDS", "get_backend", "backend_for", "live_spec",
            "libvirt_mapping"]
 
 
@@ -188,9 +189,11 @@ def libvirt_mapping(spec: MigrationSpec) -> tuple[list[str], dict[str, Any]]:
     strategy's part comes from its ``to_libvirt``. Block migration counts as asked in the
     run options (the pre-checks decide it on real hosts).
     """
-    plan = live_plan(spec if spec.destination else replace(spec, destination="(destination)"))
+    from .live.plan import LivePlan
+
+    plan = LivePlan.from_spec(spec if spec.destination else replace(spec, destination="(destination)"))
     names = _LibvirtNames()
-    flags = plan.flags(names, bool(spec.run_options.get("block_migration")))
+    flags: Any = plan.flags(names, bool(spec.run_options.get("block_migration")))   # _FlagNames, not an int
     return sorted(flags), plan.params(names)
 
 
@@ -210,34 +213,6 @@ def _libvirt_check(report: PrecheckReport) -> None:
 
 
 # -- live, over libvirt ---------------------------------------------------------------
-_LIVE_SPEC_HOMES = {"max_bandwidth": "max_bandwidth", "policy": "policy.name",
-                    "completion_timeout": "policy.completion_timeout", "timeout_action": "policy.timeout_action"}
-
-
-def live_plan(spec: MigrationSpec) -> Any:
-    """The LivePlan (labmig.live.plan) of a live spec: strategy options, cap, policy, run options."""
-    from .live.plan import LiveOptions, LivePlan
-
-    spec.require_hosts()
-    known = {f.name for f in dataclasses.fields(LiveOptions)}
-    run = dict(spec.run_options)
-    for key in run:
-        if key in _LIVE_SPEC_HOMES:
-            raise InvalidInput(f"run option {key!r} has its own place in the spec", f"set {_LIVE_SPEC_HOMES[key]}")
-        if key not in known:
-            raise InvalidInput(f"unknown live run option {key!r}",
-                               f"known: {', '.join(sorted(known - set(_LIVE_SPEC_HOMES)))}")
-    if spec.policy.name != PolicySettings().name:
-        run["policy"] = spec.policy.name
-    for name in ("completion_timeout", "timeout_action"):
-        if getattr(spec.policy, name) is not None:
-            run[name] = getattr(spec.policy, name)
-    if spec.max_bandwidth:
-        run["max_bandwidth"] = spec.max_bandwidth
-    options = LiveOptions.from_strategy(spec.strategy, spec.options_dict(), **run)
-    return LivePlan(spec.vm.name, spec.source, spec.destination, options)
-
-
 def live_spec(vm: str, source: str, destination: str, options: Any = None, strategy: str | None = None,
               link_rate: Any = None) -> MigrationSpec:
     """The live spec of LiveOptions ``options`` (labmig.live.plan), e.g. from ``migrate live``'s flags.
@@ -247,20 +222,9 @@ def live_spec(vm: str, source: str, destination: str, options: Any = None, strat
     ``link_rate`` (when given) is stated: the local lab's link is shaped to it.
     """
     from .live.plan import LiveOptions
-    from .spec import VM
 
     options = options if options is not None else LiveOptions()
-    defaults = LiveOptions()
-    run: dict[str, Any] = {}
-    for f in dataclasses.fields(LiveOptions):
-        value = getattr(options, f.name)
-        given = strategy is None or value != getattr(defaults, f.name)
-        if f.name not in _LIVE_SPEC_HOMES and f.name != "nova" and given:
-            run[f.name] = str(value) if f.name == "postcopy" else value
-    spec = MigrationSpec(vm=VM(name=vm), strategy=strategy or options.strategy,
-                         max_bandwidth=options.max_bandwidth or 0.0, source=source, destination=destination,
-                         policy=PolicySettings(options.policy, options.completion_timeout, options.timeout_action),
-                         run_options=run)
+    spec: MigrationSpec = options.to_spec(vm, source, destination, strategy, changed_only=strategy is not None)
     return spec if link_rate is None else spec.with_param("link-rate", link_rate)
 
 
@@ -322,10 +286,11 @@ class LiveBackend:
 
     def precheck(self, spec: MigrationSpec) -> PrecheckReport:
         from .hosts import resolve_host
+        from .live.plan import LivePlan
         from .live.prechecks import run_prechecks
 
         _check_kind(self, spec)
-        plan = live_plan(spec)
+        plan = LivePlan.from_spec(spec)
         source, destination = resolve_host(plan.source), resolve_host(plan.destination)
         try:
             found = run_prechecks(plan, source, destination)
@@ -343,10 +308,11 @@ class LiveBackend:
             on_event: EventCallback | None = None, abort: AbortFlag | None = None) -> MigrationResult:
         from .hosts import resolve_host
         from .live.migration import LiveMigration
+        from .live.plan import LivePlan
         from .live.probe import probe_for
 
         _check_kind(self, spec)
-        plan = live_plan(spec)
+        plan = LivePlan.from_spec(spec)
         if abort is not None and abort.is_set():
             return _not_started(spec, "libvirt", "aborted before the start")
         source, destination = resolve_host(plan.source), resolve_host(plan.destination)
@@ -363,21 +329,6 @@ class LiveBackend:
 
 
 # -- cold, over libvirt + ssh ---------------------------------------------------------
-def cold_plan(spec: MigrationSpec) -> Any:
-    """The ColdPlan (labmig.cold.migration) of a cold spec; run options are its ColdRunOptions."""
-    from .cold.migration import ColdPlan, ColdRunOptions
-
-    spec.require_hosts()
-    known = {f.name for f in dataclasses.fields(ColdRunOptions)}
-    unknown = sorted(set(spec.run_options) - known)
-    if unknown:
-        raise InvalidInput(f"unknown cold run option(s) {', '.join(unknown)}", f"known: {', '.join(sorted(known))}")
-    from .strategies import make_strategy
-
-    run = {**(make_strategy(spec.strategy, spec.options_dict()).to_cold(spec) or {}), **spec.run_options}
-    return ColdPlan(spec.vm.name, spec.source, spec.destination, ColdRunOptions(**run))
-
-
 class ColdBackend:
     """Cold migration over libvirt + ssh (labmig.cold.migration): a failure is a result, too.
 
@@ -391,11 +342,11 @@ class ColdBackend:
         self.progress = progress
 
     def precheck(self, spec: MigrationSpec) -> PrecheckReport:
-        from .cold.migration import ColdMigration
+        from .cold.migration import ColdMigration, ColdPlan
 
         _check_kind(self, spec)
         report = PrecheckReport(self.name, spec)
-        with ColdMigration(cold_plan(spec)) as mig:
+        with ColdMigration(ColdPlan.from_spec(spec)) as mig:
             try:
                 for line in mig.precheck():
                     report.add("cold", True, line)
@@ -405,11 +356,11 @@ class ColdBackend:
 
     def run(self, spec: MigrationSpec, on_point: PointCallback | None = None,
             on_event: EventCallback | None = None, abort: AbortFlag | None = None) -> MigrationResult:
-        from .cold.migration import ColdMigration
+        from .cold.migration import ColdMigration, ColdPlan
         from .live.probe import probe_for
 
         _check_kind(self, spec)
-        plan = cold_plan(spec)
+        plan = ColdPlan.from_spec(spec)
         if abort is not None and abort.is_set():
             return _not_started(spec, "libvirt", "aborted before the start")
         with ColdMigration(plan, on_point=on_point, on_event=on_event, probe=probe_for(spec.vm.name),

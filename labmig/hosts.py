@@ -124,15 +124,15 @@ class Host:
 def lab_hosts(lab: str | None = None) -> list[Host]:
     """The local lab's hosts (lab name from ``lab`` or LABMIG_LAB); [] when that lab is not up."""
     try:
-        from .lab.plan import make_plan
+        from .lab.layout import make_layout
     except ImportError:
         return []
     try:
-        plan = make_plan(lab)
+        layout = make_layout(lab)
     except LabmigError:
         return []
     return [Host(name=h.name, uri=h.uri, migration_address=h.link_addr, peer=h.migration_uri)
-            for h in plan.hosts if h.socket_outside.exists()]
+            for h in layout.hosts if h.socket_outside.exists()]
 
 
 def resolve_host(spec: str) -> Host:

@@ -21,10 +21,24 @@
                         names (block_migration, persistent, shutdown_timeout, verify …)
     spec_from_plan()    the spec of a simulator Plan (``MigrationSpec.from_plan``)
 
+The views of a spec: the backends (``labmig.backends``) build each one from a spec,
+and only from a spec, and run it; the migration itself is described here, once:
+
+    Plan        labmig.sim.plan      the simulator's: ``spec.to_plan()`` (and back:
+                                     ``MigrationSpec.from_plan``)
+    LivePlan    labmig.live.plan     a real live run's: ``LivePlan.from_spec(spec)``, its
+                                     LiveOptions from the strategy, cap, policy, run options
+                                     (and back: ``plan.to_spec(strategy)``; from
+                                     ``migrate live``'s flags: ``labmig.backends.live_spec``)
+    ColdPlan    labmig.cold.migration  a real cold run's: ``ColdPlan.from_spec(spec)``, its
+                                     ColdRunOptions from the run options
+
+(The local lab's ``labmig.lab.layout.LabLayout`` is not a migration plan: it is where
+the lab's hosts, paths and addresses are.)
+
 Units are parsed once, here at the boundary: ``MigrationSpec.from_dict`` reads the
 strings users type ("8GiB", "10Gbit/s", "300ms") and the CLI builds a spec through
-it; inside, sizes are bytes, rates bytes per second, times seconds. The simulator's
-:class:`labmig.sim.plan.Plan` is a view of a spec (``spec.to_plan()``). Plan files
+it; inside, sizes are bytes, rates bytes per second, times seconds. Plan files
 keep their shape: a plan's keys plus ``kind``, ``max_bandwidth``, ``policy``,
 ``source``, ``destination`` and ``run_options``. The old key ``link.bandwidth`` is
 read as ``link.link_rate`` with a warning, and a dirty rate given without a workload

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import pytest
 
-from labmig.lab.plan import DEFAULT_LAB, RUN_ROOT, STATE_ROOT, make_plan
+from labmig.lab.layout import DEFAULT_LAB, RUN_ROOT, STATE_ROOT, make_layout
 
 TEST_LAB = os.environ.get("LABMIG_LAB") or "labmigtest"
 MiB = 2**20
@@ -245,11 +245,11 @@ def snapshot(lab: Any) -> Snapshot:
                 snap.unanswered[name] = str(exc)
         if (host.local_image_dir_outside / FILLER).exists():
             snap.filled.append(name)
-    if all(Path(h.netns_path).exists() for h in lab.plan.hosts):
-        snap.link_up = netns.link_is_up(lab.plan)
-        snap.link_rate = netns.link_rate(lab.plan)
+    if all(Path(h.netns_path).exists() for h in lab.layout.hosts):
+        snap.link_up = netns.link_is_up(lab.layout)
+        snap.link_rate = netns.link_rate(lab.layout)
         snap.link_netem = any("netem" in netns.run(["tc", "-n", h.netns, "qdisc", "show", "dev", netns.LINK_DEV],
-                                                   check=False).stdout for h in lab.plan.hosts)
+                                                   check=False).stdout for h in lab.layout.hosts)
     return snap
 
 
@@ -285,7 +285,7 @@ def restore(lab: Any, before: Snapshot, link_rate: int | None = None, remove_new
     """
     from labmig.lab import netns
 
-    ready = all(netns.host_ready(h) for h in lab.plan.hosts)
+    ready = all(netns.host_ready(h) for h in lab.layout.hosts)
     done = _undo_faults(lab, link_rate) if ready else []   # first: `lab up` would quietly bring the link up
     done += _restart_daemons(lab, snapshot(lab))
     done += _undo_faults(lab, link_rate)
@@ -325,11 +325,11 @@ def _undo_faults(lab: Any, link_rate: int | None) -> list[str]:
     from labmig.lab import faults, netns
 
     done = []
-    if not netns.link_is_up(lab.plan):
+    if not netns.link_is_up(lab.layout):
         faults.link_restore(lab)
         done.append("brought the cut link up again")
     netem = any("netem" in netns.run(["tc", "-n", h.netns, "qdisc", "show", "dev", netns.LINK_DEV],
-                                     check=False).stdout for h in lab.plan.hosts)
+                                     check=False).stdout for h in lab.layout.hosts)
     if lab.link_rate != link_rate or netem:
         was = lab.link_rate
         lab.shape_link(link_rate)
@@ -628,13 +628,13 @@ def footprint(name: str) -> dict[str, Any]:
     """What lab ``name`` has on this machine, from files only (no daemon is asked, nothing written):
     directories, namespaces, libvirt sockets, and per host the domains defined and those running
     (with libvirt's domain id, which changes whenever one is started or migrated in)."""
-    plan = make_plan(name)
+    layout = make_layout(name)
     found: dict[str, Any] = {
-        "run dir": plan.run_dir.exists(), "state dir": plan.state_dir.exists(),
-        "namespaces": sorted(n for n in [h.netns for h in plan.hosts] + [plan.client_netns]
+        "run dir": layout.run_dir.exists(), "state dir": layout.state_dir.exists(),
+        "namespaces": sorted(n for n in [h.netns for h in layout.hosts] + [layout.client_netns]
                              if (Path("/run/netns") / n).exists()),
     }
-    for host in plan.hosts:
+    for host in layout.hosts:
         defined = host.state_dir / "etc-libvirt" / "qemu"
         status = host.run_dir / "run-libvirt" / "qemu"
         running = {}

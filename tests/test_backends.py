@@ -4,14 +4,17 @@ Pure logic only: the libvirt backends are driven here through stand-ins for
 LiveMigration / ColdMigration; the real runs are covered by the lab tests.
 """
 import threading
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
 from labmig import backends
 from labmig.backends import (BACKENDS, Backend, ColdBackend, LiveBackend, PrecheckReport, SimulatorBackend,
-                             backend_for, get_backend, live_plan)
+                             backend_for, get_backend, libvirt_mapping, live_spec)
+from labmig.cold.migration import ColdPlan, ColdRunOptions
 from labmig.errors import InvalidInput, MigrationFailed, PrecheckFailed
+from labmig.live.plan import LiveOptions, LivePlan
 from labmig.model import Event, MigrationResult, Outcome, TimelinePoint
 from labmig.sim.engine import PAGE_HEADER
 from labmig.spec import VM, MigrationSpec
@@ -65,19 +68,85 @@ def test_backends_refuse_a_spec_of_the_other_kind():
     with pytest.raises(InvalidInput, match="runs live migrations"):
         LiveBackend().run(MigrationSpec(strategy="cold", destination="lab2"))
     with pytest.raises(InvalidInput, match="no destination"):
-        live_plan(MigrationSpec())
+        LivePlan.from_spec(MigrationSpec())
+    with pytest.raises(InvalidInput, match="no destination"):
+        ColdPlan.from_spec(MigrationSpec(strategy="cold", vm=VM(name="g")))
 
 
-def test_live_plan_takes_the_cap_and_the_policy_from_the_spec():
+def test_the_live_plan_takes_the_cap_and_the_policy_from_the_spec():
     spec = MigrationSpec.from_dict({"vm": {"name": "g"}, "destination": "lab2", "max_bandwidth": "50MiB/s",
                                     "policy": {"completion_timeout": "90s"},
                                     "run_options": {"block_migration": True}})
-    opts = live_plan(spec).options
+    opts = LivePlan.from_spec(spec).options
     assert opts.max_bandwidth == 50 * MiB and opts.completion_timeout == 90.0 and opts.block_migration is True
     with pytest.raises(InvalidInput, match="own place"):
-        live_plan(MigrationSpec(destination="lab2", run_options={"max_bandwidth": 1}))
+        LivePlan.from_spec(MigrationSpec(destination="lab2", run_options={"max_bandwidth": 1}))
     with pytest.raises(InvalidInput, match="unknown live run option"):
-        live_plan(MigrationSpec(destination="lab2", run_options={"colour": 1}))
+        LivePlan.from_spec(MigrationSpec(destination="lab2", run_options={"colour": 1}))
+
+
+# Live specs whose strategy options each have a libvirt counterpart (Strategy.to_libvirt).
+ROUND_TRIP_STRATEGIES = [
+    ("precopy", {"downtime_limit": "500ms"}, {"max_downtime": 0.5}),
+    ("postcopy", {"postcopy_after_passes": 2}, {"postcopy": "after:2"}),
+    ("hybrid", {"postcopy_after_passes": 3, "downtime_limit": "100ms"}, {"postcopy": "after:3", "max_downtime": 0.1}),
+    ("autoconverge", {"cpu_throttle_initial": 30, "cpu_throttle_increment": 15},
+     {"auto_converge": True, "auto_converge_initial": 30, "auto_converge_increment": 15}),
+    ("compression", {"xbzrle": False, "multifd_channels": 4}, {"parallel_connections": 4, "compression": None}),
+]
+
+
+@pytest.mark.parametrize("strategy, options, on_libvirt", ROUND_TRIP_STRATEGIES)
+def test_a_live_spec_round_trips_through_its_live_plan(strategy, options, on_libvirt):
+    """spec -> LivePlan -> spec -> LivePlan: nothing a live run uses is lost on the way: the strategy,
+    its options on libvirt, the cap, the policy, the run options."""
+    run_options = {"block_migration": True, "persistent": False, "undefine_source": False, "call_timeout": 12.0}
+    spec = MigrationSpec.from_dict({
+        "vm": {"name": "g"}, "source": "lab1", "destination": "lab2", "strategy": strategy, "options": options,
+        "max_bandwidth": "50MiB/s", "policy": {"name": "wait", "completion_timeout": "90s",
+                                              "timeout_action": "force-complete"},
+        "run_options": run_options})
+    plan = LivePlan.from_spec(spec)
+    assert (plan.vm, plan.source, plan.destination) == ("g", "lab1", "lab2")
+    opts = plan.options
+    assert {k: getattr(opts, k) if k != "postcopy" else str(opts.postcopy) for k in on_libvirt} == on_libvirt
+    assert opts.max_bandwidth == 50 * MiB
+    assert (opts.policy, opts.completion_timeout, opts.timeout_action) == ("wait", 90.0, "force-complete")
+    assert {k: getattr(opts, k) for k in run_options} == run_options
+
+    back = plan.to_spec(spec.strategy)
+    assert (back.vm.name, back.source, back.destination, back.kind) == ("g", "lab1", "lab2", "live")
+    assert back.strategy == spec.strategy and back.max_bandwidth == spec.max_bandwidth
+    assert back.policy == spec.policy
+    assert {k: back.run_options.get(k) for k in run_options} == run_options
+    assert LivePlan.from_spec(back) == plan
+    assert libvirt_mapping(back) == libvirt_mapping(spec)
+
+
+def test_live_spec_passes_on_only_the_flags_given_over_a_strategy():
+    """`migrate live --strategy autoconverge --max-downtime 1s`: the strategy's mapping, the flag over it."""
+    spec = live_spec("g", "lab1", "lab2", LiveOptions(max_downtime="1s", max_bandwidth="8MiB/s"),
+                     strategy="autoconverge", link_rate="1Gbit/s")
+    assert spec.run_options == {"max_downtime": 1.0} and spec.max_bandwidth == 8 * MiB and spec.link_given
+    opts = LivePlan.from_spec(spec).options
+    assert opts.auto_converge and opts.auto_converge_initial == 20 and opts.max_downtime == 1.0
+
+
+def test_a_cold_spec_becomes_its_cold_plan_with_its_run_options():
+    spec = MigrationSpec.from_dict({
+        "vm": {"name": "g"}, "source": "lab1", "destination": "lab2", "strategy": "cold",
+        "options": {"block_size": "256KiB"},
+        "run_options": {"shutdown_timeout": "1500ms", "boot_timeout": "3min", "verify": "fast",
+                        "ready_marker": "READY", "auto_confirm": True, "delete_source_disks": True}})
+    plan = ColdPlan.from_spec(spec)
+    assert (plan.vm, plan.source, plan.destination) == ("g", "lab1", "lab2")
+    assert plan.options == ColdRunOptions(shutdown_timeout=1.5, boot_timeout=180.0, block_size=256 * 1024,
+                                          verify="fast", ready_marker="READY", auto_confirm=True,
+                                          delete_source_disks=True)
+    # a run option wins over what the strategy sets; an unknown one is refused by name
+    assert ColdPlan.from_spec(replace(spec, run_options={"block_size": 4096})).options.block_size == 4096
+    with pytest.raises(InvalidInput, match="unknown cold run option.*colour"):
+        ColdPlan.from_spec(replace(spec, run_options={"colour": 1}))
 
 
 class _FakeCold:

@@ -3,7 +3,8 @@
     ColdRunOptions shutdown / boot deadlines, block size, verification digest, confirm choices
                    (the knobs of a real run; the simulated cold strategy's own options are
                    labmig.strategies.ColdOptions)
-    ColdPlan       VM + source + destination + options, as plain data
+    ColdPlan       VM + source + destination + options, as plain data; a view of a cold
+                   MigrationSpec (labmig.spec): ``ColdPlan.from_spec(spec)``
     ColdMigration  context manager making a plan real: ``precheck()``, ``run()`` → MigrationResult
                    (kind "cold"; phases shutdown, disk, boot), with the journal written
                    before each step and a rollback on any failure before the guest is up
@@ -23,8 +24,8 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..blockcopy import VERIFY_MODES
 from ..errors import InvalidInput, LabmigError, MigrationFailed, PrecheckFailed
@@ -34,6 +35,9 @@ from . import domxml
 from .hostops import HostOps, recover_journal
 from .journal import CRASH_ENV, Journal, Step, crash_if_asked
 from .sides import ColdHost, cold_host
+
+if TYPE_CHECKING:
+    from ..spec import MigrationSpec
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,23 @@ class ColdPlan:
             raise InvalidInput("no VM named", "give the VM's libvirt name")
         if not self.destination:
             raise InvalidInput("no destination host", "add --to HOST (a lab host name or a libvirt URI)")
+
+    @classmethod
+    def from_spec(cls, spec: "MigrationSpec") -> "ColdPlan":
+        """The plan of a cold spec: its run options are ColdRunOptions, over what its strategy sets.
+
+        The only way the cold backend turns a spec into a plan (labmig.backends).
+        """
+        from ..strategies import make_strategy
+
+        spec.require_hosts()
+        known = {f.name for f in fields(ColdRunOptions)}
+        unknown = sorted(set(spec.run_options) - known)
+        if unknown:
+            raise InvalidInput(f"unknown cold run option(s) {', '.join(unknown)}",
+                               f"known: {', '.join(sorted(known))}")
+        run = {**(make_strategy(spec.strategy, spec.options_dict()).to_cold(spec) or {}), **spec.run_options}
+        return cls(spec.vm.name, spec.source, spec.destination, ColdRunOptions(**run))
 
     def to_dict(self) -> dict[str, Any]:
         return {"vm": self.vm, "source": self.source, "destination": self.destination,

@@ -9,7 +9,7 @@
     cold_host()     a ColdHost for a lab host name or a libvirt URI
     cold_host_from()  the same from the description a journal keeps
 
-For the local lab the layout comes from the lab's plan: each host has a private
+For the local lab it comes from the lab's layout (labmig.lab.layout): each host has a private
 image directory at the same path inside its mount namespace, the lab's shared
 directory, and sshd on the link; the helper is reached by ssh run inside the
 *other* host, so the disk stream crosses the lab's link as Nova's copy would.
@@ -96,24 +96,24 @@ def _from_layout(host: Host, layout: dict[str, Any]) -> ColdHost:
 
 def lab_layout(name: str, lab: str | None = None) -> dict[str, Any] | None:
     """The layout of the local lab's host ``name``, or None when it is not a lab host."""
-    from ..lab import plan as labplan
+    from ..lab import layout as lablayout
     from ..lab.netns import host_cmd
     from ..lab.sshd import config_path
 
-    plan = labplan.make_plan(lab)
+    whole = lablayout.make_layout(lab)
     try:
-        h = plan.host(name)
+        h = whole.host(name)
     except Exception:
         return None
-    other = plan.other(name)
-    views = {inside: str(h.outside(inside)) for inside in labplan.PRIVATE_DIRS.values()}
+    other = whole.other(name)
+    views = {inside: str(h.outside(inside)) for inside in lablayout.PRIVATE_DIRS.values()}
     return {
-        "image_dirs": [labplan.LOCAL_IMAGE_DIR],
-        "shared_dirs": [str(plan.shared_dir)],
-        "log_dirs": [labplan.CONSOLE_DIR],
+        "image_dirs": [lablayout.LOCAL_IMAGE_DIR],
+        "shared_dirs": [str(whole.shared_dir)],
+        "log_dirs": [lablayout.CONSOLE_DIR],
         "views": views,
         "ready_marker": "LABMIG READY",
-        "ssh": {"address": h.name, "config": str(config_path(plan)), "python": sys.executable,
+        "ssh": {"address": h.name, "config": str(config_path(whole)), "python": sys.executable,
                 "via": host_cmd(other)},
     }
 

@@ -94,7 +94,7 @@ def cmd_up(args) -> int:
         print(f"        link address {h.address}, migration URI {h.migration_uri}")
         print(f"        local images {h.local_image_dir} (outside: {h.local_image_dir_outside})")
     print(f"  shared images: {lab.shared_image_dir} (same path on both hosts)")
-    print(f"  client namespace: {lab.plan.client_netns} ({lab.plan.client_addr})")
+    print(f"  client namespace: {lab.layout.client_netns} ({lab.layout.client_addr})")
     return 0
 
 

@@ -1,7 +1,7 @@
 """The real two-host libvirt lab on one machine (and the host set-up the Vagrant pair shares).
 
 Map of the package:
-    plan        LabPlan / HostPlan: every name, path and address, derived from the lab name
+    layout      LabLayout / HostLayout: every name, path and address, derived from the lab name
     netns       namespaces, veth link, bridges, tc shaping, running commands inside a host
     libvirtd    per-host libvirtd configuration, start/stop, capability warm-up
     sshd        per-host sshd and the lab's own keys (host-to-host ssh/scp)
@@ -55,13 +55,13 @@ Notes for migration code:
 """
 from .faults import FAULTS, inject
 from .guest import ConsoleLog, GuestSpec, read_boot_counter
+from .layout import DEFAULT_LAB, LabLayout, lab_name, make_layout
 from .local import LabGuest, LabHost, LocalLab, UpReport
-from .plan import DEFAULT_LAB, LabPlan, lab_name, make_plan
 
 # libvirt.VIR_MIGRATE_UNSAFE, without importing libvirt here.
 SHARED_DISK_MIGRATE_FLAGS = 1 << 9
 
 __all__ = [
     "FAULTS", "inject", "ConsoleLog", "GuestSpec", "read_boot_counter", "LabGuest", "LabHost", "LocalLab",
-    "UpReport", "DEFAULT_LAB", "LabPlan", "lab_name", "make_plan", "SHARED_DISK_MIGRATE_FLAGS",
+    "UpReport", "DEFAULT_LAB", "LabLayout", "lab_name", "make_layout", "SHARED_DISK_MIGRATE_FLAGS",
 ]

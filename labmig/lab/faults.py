@@ -42,12 +42,12 @@ class Fault:
 
 
 def link_cut(lab) -> dict:
-    netns.set_link(lab.plan, up=False)
+    netns.set_link(lab.layout, up=False)
     return {"link": "down"}
 
 
 def link_restore(lab) -> dict:
-    netns.set_link(lab.plan, up=True)
+    netns.set_link(lab.layout, up=True)
     return {"link": "up"}
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from ..errors import InvalidInput, LabError
-from .plan import GUEST_PREFIX, GUEST_UDP_PORT, HEARTBEAT_UDP_PORT, LabPlan
+from .layout import GUEST_PREFIX, GUEST_UDP_PORT, HEARTBEAT_UDP_PORT, LabLayout
 
 DISK_MAGIC = b"LABMIGDK"
 MiB = 1024 * 1024
@@ -71,27 +71,27 @@ class GuestSpec:
     def mac(self) -> str:
         return f"52:54:00:4c:4d:{self.index:02x}"
 
-    def address(self, plan: LabPlan) -> str:
-        return plan.guest_addr(self.index)
+    def address(self, layout: LabLayout) -> str:
+        return layout.guest_addr(self.index)
 
-    def cmdline(self, plan: LabPlan) -> str:
+    def cmdline(self, layout: LabLayout) -> str:
         parts = [
             "console=ttyS0", "quiet", "panic=0", "mitigations=off",
-            f"labmig.name={self.name}", f"labmig.ip={self.address(plan)}/{GUEST_PREFIX}",
+            f"labmig.name={self.name}", f"labmig.ip={self.address(layout)}/{GUEST_PREFIX}",
             f"labmig.dirty={int(self.dirty_rate)}", f"labmig.wss={int(self.wss)}",
             f"labmig.port={GUEST_UDP_PORT}", f"labmig.hb={self.heartbeat_ms}", f"labmig.check={self.check_ms}",
-            f"labmig.hbto={plan.client_addr}:{HEARTBEAT_UDP_PORT}",
+            f"labmig.hbto={layout.client_addr}:{HEARTBEAT_UDP_PORT}",
         ]
         if self.extra_cmdline:
             parts.append(self.extra_cmdline)
         return " ".join(parts)
 
 
-def disk_path(plan: LabPlan, spec: GuestSpec) -> str:
+def disk_path(layout: LabLayout, spec: GuestSpec) -> str:
     """The disk's path as the hosts see it."""
     if spec.disk == "shared":
-        return str(plan.shared_dir / f"{spec.name}.img")
-    return f"{plan.hosts[0].local_image_dir}/{spec.name}.img"
+        return str(layout.shared_dir / f"{spec.name}.img")
+    return f"{layout.hosts[0].local_image_dir}/{spec.name}.img"
 
 
 def supports_direct_io(directory: Path) -> bool:
@@ -106,7 +106,7 @@ def supports_direct_io(directory: Path) -> bool:
     return True
 
 
-def domain_xml(plan: LabPlan, spec: GuestSpec, disk: str, console_log: str, domain_type: str = "qemu",
+def domain_xml(layout: LabLayout, spec: GuestSpec, disk: str, console_log: str, domain_type: str = "qemu",
                direct_io: bool = True) -> str:
     # cache='none' (O_DIRECT): the host page cache is bypassed, so a disk both hosts
     # open stays coherent across a live migration; where O_DIRECT is unavailable the
@@ -120,9 +120,9 @@ def domain_xml(plan: LabPlan, spec: GuestSpec, disk: str, console_log: str, doma
   <vcpu>{spec.vcpus}</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{plan.boot_dir / 'vmlinuz'}</kernel>
-    <initrd>{plan.boot_dir / 'initrd.img'}</initrd>
-    <cmdline>{escape(spec.cmdline(plan))}</cmdline>
+    <kernel>{layout.boot_dir / 'vmlinuz'}</kernel>
+    <initrd>{layout.boot_dir / 'initrd.img'}</initrd>
+    <cmdline>{escape(spec.cmdline(layout))}</cmdline>
   </os>
   <features><acpi/></features>{cpu}
   <clock offset='utc'/>
@@ -252,9 +252,9 @@ def netns_socket(netns_path: Path, family: int = socket.AF_INET, type: int = soc
     return socket.socket(fileno=fd)
 
 
-def control(plan: LabPlan, address: str, command: str, timeout: float = 2.0, retries: int = 3) -> str:
+def control(layout: LabLayout, address: str, command: str, timeout: float = 2.0, retries: int = 3) -> str:
     """Send one command to a guest's UDP service from the client namespace; return its answer."""
-    sock = netns_socket(Path("/run/netns") / plan.client_netns)
+    sock = netns_socket(Path("/run/netns") / layout.client_netns)
     try:
         sock.settimeout(timeout / retries)
         for _ in range(retries):
@@ -270,11 +270,11 @@ def control(plan: LabPlan, address: str, command: str, timeout: float = 2.0, ret
                    hint="is it running and booted? read its console log")
 
 
-def heartbeat_socket(plan: LabPlan) -> socket.socket:
+def heartbeat_socket(layout: LabLayout) -> socket.socket:
     """A UDP socket in the client namespace receiving the guests' network heartbeats."""
-    sock = netns_socket(Path("/run/netns") / plan.client_netns)
+    sock = netns_socket(Path("/run/netns") / layout.client_netns)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((plan.client_addr, HEARTBEAT_UDP_PORT))
+    sock.bind((layout.client_addr, HEARTBEAT_UDP_PORT))
     return sock
 
 

@@ -4,7 +4,7 @@
                    the guest's kernel + initramfs in the lab's boot directory, a guest bridge
     guest_xml()    the lab guest's domain XML for such a host (what ``LocalLab.create_guest`` defines)
 
-On a real host the lab's names and paths are those of :func:`~labmig.lab.plan.make_plan`
+On a real host the lab's names and paths are those of :func:`~labmig.lab.layout.make_layout`
 (boot files in ``/var/lib/labmig/<lab>/boot``, shared images in ``/var/lib/labmig/<lab>/shared``),
 so a guest defined on one host finds the same paths on the other. Debian packages
 come from ``host-packages.sh``, as for the local lab.
@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import InvalidInput
 from . import guestbuild, libvirtd, netns
 from .guest import GuestSpec, create_disk, disk_path, domain_xml
-from .plan import make_plan
+from .layout import make_layout
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +32,23 @@ def setup_host(name: str, address: str, lab: str | None = None, etc: Path = Path
     ``bridge_addr`` on the bridge) so guests on both hosts share one network.
     Returns what it did. Restarting libvirtd is left to the caller (systemd or not).
     """
-    plan = make_plan(lab)
+    layout = make_layout(lab)
     done = []
     if not name.isidentifier():
         raise InvalidInput(f"host name {name!r} is not usable", hint="e.g. lab1")
     etc.mkdir(parents=True, exist_ok=True)
-    host_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.{plan.name}.labmig"))
-    label = f"{name} (lab {plan.name})"
+    host_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.{layout.name}.labmig"))
+    label = f"{name} (lab {layout.name})"
     (etc / "libvirtd.conf").write_text(libvirtd.render_libvirtd_conf(host_uuid, address, label))
     (etc / "qemu.conf").write_text(libvirtd.render_qemu_conf(address, label))
     done.append(f"wrote {etc / 'libvirtd.conf'} and {etc / 'qemu.conf'}")
-    for d in (Path("/var/lib/libvirt/images"), Path("/var/log/libvirt/console"), plan.shared_dir):
+    for d in (Path("/var/lib/libvirt/images"), Path("/var/log/libvirt/console"), layout.shared_dir):
         d.mkdir(parents=True, exist_ok=True)
     image = guestbuild.build_guest()
-    plan.boot_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(image.kernel, plan.boot_dir / "vmlinuz")
-    shutil.copyfile(image.initrd, plan.boot_dir / "initrd.img")
-    done.append(f"guest kernel and initramfs in {plan.boot_dir}")
+    layout.boot_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(image.kernel, layout.boot_dir / "vmlinuz")
+    shutil.copyfile(image.initrd, layout.boot_dir / "initrd.img")
+    done.append(f"guest kernel and initramfs in {layout.boot_dir}")
     if bridge_interface:
         if netns.run(["ip", "link", "show", "br0"], check=False).returncode != 0:
             netns.run(["ip", "link", "add", "br0", "type", "bridge"])
@@ -63,12 +63,12 @@ def setup_host(name: str, address: str, lab: str | None = None, etc: Path = Path
 
 def guest_xml(spec: GuestSpec, lab: str | None = None, accel: str = "kvm", create: bool = True) -> str:
     """Domain XML of the lab guest for a real host; creates its disk unless it exists."""
-    plan = make_plan(lab)
+    layout = make_layout(lab)
     spec.validate()
-    disk = Path(disk_path(plan, spec))
+    disk = Path(disk_path(layout, spec))
     if create and not disk.exists():
         create_disk(disk, spec.disk_size)
     if accel not in ("kvm", "tcg"):
         raise InvalidInput(f"accelerator {accel!r} unknown", hint="kvm or tcg")
-    return domain_xml(plan, spec, str(disk), f"/var/log/libvirt/console/{spec.name}.log",
+    return domain_xml(layout, spec, str(disk), f"/var/log/libvirt/console/{spec.name}.log",
                       "kvm" if accel == "kvm" else "qemu")

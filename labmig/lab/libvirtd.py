@@ -21,8 +21,8 @@ import subprocess
 import time
 
 from ..errors import LabError
+from .layout import LIBVIRT_TCP_PORT, HostLayout
 from .netns import host_cmd
-from .plan import LIBVIRT_TCP_PORT, HostPlan
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ set_process_name = 1
 """
 
 
-def write_config(host: HostPlan) -> None:
+def write_config(host: HostLayout) -> None:
     etc = host.state_dir / "etc-libvirt"
     etc.mkdir(parents=True, exist_ok=True)
     label = f"{host.name} (lab {host.lab})"
@@ -78,11 +78,11 @@ def write_config(host: HostPlan) -> None:
     (host.state_dir / "log-libvirt" / "qemu").mkdir(parents=True, exist_ok=True)
 
 
-def pid_file(host: HostPlan):
+def pid_file(host: HostLayout):
     return host.run_dir / "run-libvirt" / "libvirtd.pid"
 
 
-def pid(host: HostPlan) -> int | None:
+def pid(host: HostLayout) -> int | None:
     try:
         p = int(pid_file(host).read_text().strip())
     except (OSError, ValueError):
@@ -96,7 +96,7 @@ def pid(host: HostPlan) -> int | None:
     return p
 
 
-def start(host: HostPlan, timeout: float = 30.0) -> int:
+def start(host: HostLayout, timeout: float = 30.0) -> int:
     """Start libvirtd on ``host`` (if not running) and wait for its socket."""
     current = pid(host)
     if current:
@@ -124,7 +124,7 @@ def start(host: HostPlan, timeout: float = 30.0) -> int:
                    hint=f"see {host.state_dir / 'log-libvirt' / 'libvirtd.log'}")
 
 
-def stop(host: HostPlan, timeout: float = 15.0) -> bool:
+def stop(host: HostLayout, timeout: float = 15.0) -> bool:
     """Stop the daemon (SIGTERM, then SIGKILL). True when one was running."""
     p = pid(host)
     if not p:
@@ -138,7 +138,7 @@ def stop(host: HostPlan, timeout: float = 15.0) -> bool:
     return True
 
 
-def connect(host: HostPlan):
+def connect(host: HostLayout):
     """A libvirt connection to ``host`` from the root namespace."""
     try:
         import libvirt
@@ -163,7 +163,7 @@ def _quiet(libvirt) -> None:
         _quieted = True
 
 
-def warm(host: HostPlan) -> float:
+def warm(host: HostLayout) -> float:
     """Ask for the domain capabilities so the daemon probes QEMU now. Returns seconds taken."""
     t0 = time.monotonic()
     conn = connect(host)

@@ -5,7 +5,7 @@
     LabGuest     a guest created by the lab: address, disk, console, control, where it runs
     UpReport     what up() did and how long each step took
 
-A LocalLab is built from a :class:`~labmig.lab.plan.LabPlan` (plain data) and makes
+A LocalLab is built from a :class:`~labmig.lab.layout.LabLayout` (plain data) and makes
 it real with :mod:`netns`, :mod:`libvirtd`, :mod:`sshd` and :mod:`guestbuild`.
 Every step of ``up`` is idempotent, so running it twice is harmless; ``clean``
 also removes what a crashed run left behind, and only for this lab's name.
@@ -38,7 +38,7 @@ from .guest import (
     supports_direct_io,
     wait_for,
 )
-from .plan import STATE_ROOT, HostPlan, LabPlan, make_plan
+from .layout import STATE_ROOT, HostLayout, LabLayout, make_layout
 
 log = logging.getLogger(__name__)
 
@@ -59,51 +59,51 @@ class UpReport:
 class LabHost:
     """One lab host as the other parts of labmig use it."""
 
-    def __init__(self, lab: "LocalLab", plan: HostPlan) -> None:
+    def __init__(self, lab: "LocalLab", layout: HostLayout) -> None:
         self.lab = lab
-        self.plan = plan
+        self.layout = layout
 
-    name = property(lambda self: self.plan.name)
-    uri = property(lambda self: self.plan.uri, doc="libvirt URI usable from the root namespace")
-    migration_uri = property(lambda self: self.plan.migration_uri,
+    name = property(lambda self: self.layout.name)
+    uri = property(lambda self: self.layout.uri, doc="libvirt URI usable from the root namespace")
+    migration_uri = property(lambda self: self.layout.migration_uri,
                              doc="URI the other host's libvirtd reaches this one by")
-    address = property(lambda self: self.plan.link_addr, doc="address on the inter-host link")
-    local_image_dir = property(lambda self: self.plan.local_image_dir,
+    address = property(lambda self: self.layout.link_addr, doc="address on the inter-host link")
+    local_image_dir = property(lambda self: self.layout.local_image_dir,
                                doc="this host's own image dir (path inside the host)")
-    local_image_dir_outside = property(lambda self: self.plan.local_image_dir_outside)
-    shared_image_dir = property(lambda self: self.lab.plan.shared_dir)
+    local_image_dir_outside = property(lambda self: self.layout.local_image_dir_outside)
+    shared_image_dir = property(lambda self: self.lab.layout.shared_dir)
 
     def __repr__(self) -> str:
         return f"LabHost({self.name!r}, uri={self.uri!r})"
 
     def connect(self):
         """A new libvirt-python connection (close it when done)."""
-        return libvirtd.connect(self.plan)
+        return libvirtd.connect(self.layout)
 
     def outside(self, inside_path: str | Path) -> Path:
         """Where a path as this host sees it lies in the root namespace."""
-        return self.plan.outside(inside_path)
+        return self.layout.outside(inside_path)
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` wrapped to run on this host (its network, mounts and hostname)."""
-        return netns.host_cmd(self.plan) + list(argv)
+        return netns.host_cmd(self.layout) + list(argv)
 
     def run(self, argv: list[str], check: bool = True, timeout: float = 120, input: str | None = None):
         return netns.run(self.command(argv), check=check, timeout=timeout, input=input)
 
     def ssh_argv(self, to: str, *command: str) -> list[str]:
         """argv that, run on this host (see :meth:`command`), runs ``command`` on host ``to`` over ssh."""
-        return sshd.ssh_argv(self.lab.plan, self.lab.plan.host(to), *command)
+        return sshd.ssh_argv(self.lab.layout, self.lab.layout.host(to), *command)
 
     def scp_argv(self, src: str, to: str, dst: str) -> list[str]:
         """argv that, run on this host, copies its file ``src`` to ``dst`` on host ``to``."""
-        return ["scp", "-q", "-F", str(sshd.config_path(self.lab.plan)), src, f"{to}:{dst}"]
+        return ["scp", "-q", "-F", str(sshd.config_path(self.lab.layout)), src, f"{to}:{dst}"]
 
     def libvirtd_pid(self) -> int | None:
-        return libvirtd.pid(self.plan)
+        return libvirtd.pid(self.layout)
 
     def sshd_pid(self) -> int | None:
-        return sshd.pid(self.plan)
+        return sshd.pid(self.layout)
 
     def qemu_pid(self, domain: str) -> int | None:
         path = self.outside(f"/run/libvirt/qemu/{domain}.pid")
@@ -115,7 +115,7 @@ class LabHost:
             return None
 
     def console_path(self, domain: str) -> Path:
-        return self.outside(self.plan.console_log(domain))
+        return self.outside(self.layout.console_log(domain))
 
     def domain_state(self, domain: str) -> str | None:
         """'running', 'paused', 'shut off' … or None when not defined here."""
@@ -147,12 +147,12 @@ class LabGuest:
 
     @property
     def address(self) -> str:
-        return self.spec.address(self.lab.plan)
+        return self.spec.address(self.lab.layout)
 
     @property
     def disk(self) -> str:
         """Disk path as the hosts see it."""
-        return disk_path(self.lab.plan, self.spec)
+        return disk_path(self.lab.layout, self.spec)
 
     def disk_outside(self, host: str) -> Path:
         return self.lab.host(host).outside(self.disk)
@@ -191,7 +191,7 @@ class LabGuest:
         return got
 
     def control(self, command: str, timeout: float = 2.0) -> str:
-        return control(self.lab.plan, self.address, command, timeout=timeout)
+        return control(self.lab.layout, self.address, command, timeout=timeout)
 
     def stat(self) -> dict:
         """The guest's own counters: boot, hb, dirty, wss, errors, rounds, dirtied."""
@@ -212,30 +212,30 @@ class LabGuest:
     def start_probe(self, interval: float = 0.02):
         """A client in the client namespace pinging the guest every ``interval`` s; ``.stop()`` reports."""
         from .probe import Probe
-        return Probe(self.lab.plan, self.address, interval=interval).start()
+        return Probe(self.lab.layout, self.address, interval=interval).start()
 
 
 class LocalLab:
     """A two-host libvirt lab on this machine, named ``name`` (default: $LABMIG_LAB or "labmig")."""
 
     def __init__(self, name: str | None = None) -> None:
-        self.plan: LabPlan = make_plan(name)
-        self.hosts: dict[str, LabHost] = {h.name: LabHost(self, h) for h in self.plan.hosts}
+        self.layout: LabLayout = make_layout(name)
+        self.hosts: dict[str, LabHost] = {h.name: LabHost(self, h) for h in self.layout.hosts}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalLab({self.name!r})"
 
-    name = property(lambda self: self.plan.name)
-    shared_image_dir = property(lambda self: self.plan.shared_dir, doc="same path on both hosts")
-    client_netns = property(lambda self: Path("/run/netns") / self.plan.client_netns)
+    name = property(lambda self: self.layout.name)
+    shared_image_dir = property(lambda self: self.layout.shared_dir, doc="same path on both hosts")
+    client_netns = property(lambda self: Path("/run/netns") / self.layout.client_netns)
 
     def host(self, name: str) -> LabHost:
-        self.plan.host(name)  # raises a clear error for unknown names
+        self.layout.host(name)  # raises a clear error for unknown names
         return self.hosts[name]
 
     def other(self, name: str) -> LabHost:
-        return self.hosts[self.plan.other(name).name]
+        return self.hosts[self.layout.other(name).name]
 
     def __enter__(self) -> "LocalLab":
         self.up()
@@ -258,29 +258,29 @@ class LocalLab:
             report.steps[label] = round(time.monotonic() - t, 3)
             return value
 
-        report.already_up = all(libvirtd.pid(h) and sshd.pid(h) for h in self.plan.hosts)
+        report.already_up = all(libvirtd.pid(h) and sshd.pid(h) for h in self.layout.hosts)
         if install:
             step("packages", self._install)
         step("qemu-check", _check_qemu)
-        for d in (self.plan.state_dir, self.plan.shared_dir, self.plan.run_dir):
+        for d in (self.layout.state_dir, self.layout.shared_dir, self.layout.run_dir):
             d.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=2) as pool:
             built = pool.submit(_timed, guestbuild.build_guest) if build else None
-            step("namespaces", netns.create_namespaces, self.plan)
-            step("network", netns.build_network, self.plan)
+            step("namespaces", netns.create_namespaces, self.layout)
+            step("network", netns.build_network, self.layout)
             if link_rate is not None:
-                step("shaping", netns.shape_link, self.plan, link_rate)
+                step("shaping", netns.shape_link, self.layout, link_rate)
             step("ssh", self._start_sshd)
             step("libvirtd", self._start_daemons)
-            warm = [pool.submit(_timed, libvirtd.warm, h) for h in self.plan.hosts]
+            warm = [pool.submit(_timed, libvirtd.warm, h) for h in self.layout.hosts]
             if built is not None:
                 image, report.steps["guest-build"] = built.result()
                 step("guest-image", self._install_boot_files, image)
                 report.accel = step("accel", self._choose_accel, image)
             report.steps["warm"] = max(f.result()[1] for f in warm)
-        report.uris = {h.name: h.uri for h in self.plan.hosts}
+        report.uris = {h.name: h.uri for h in self.layout.hosts}
         report.seconds = round(time.monotonic() - t0, 3)
-        (self.plan.run_dir / "up").write_text(f"{time.time()}\n")
+        (self.layout.run_dir / "up").write_text(f"{time.time()}\n")
         log.info("lab %s up in %.1f s: %s", self.name, report.seconds, report.steps)
         return report
 
@@ -295,30 +295,30 @@ class LocalLab:
                            hint="run `bash labmig/lab/host-packages.sh` as root to see the full output")
 
     def _start_sshd(self) -> None:
-        sshd.ensure_keys(self.plan)
-        for h in self.plan.hosts:
-            sshd.start(self.plan, h)
+        sshd.ensure_keys(self.layout)
+        for h in self.layout.hosts:
+            sshd.start(self.layout, h)
 
     def _start_daemons(self) -> None:
-        for h in self.plan.hosts:
+        for h in self.layout.hosts:
             libvirtd.write_config(h)
             libvirtd.start(h)
 
     def _choose_accel(self, image: guestbuild.GuestImage) -> str:
         chosen = accelmod.choose(image.kernel, image.initrd, guestbuild.DEFAULT_CACHE)
-        (self.plan.run_dir / "accel").write_text(chosen + "\n")
+        (self.layout.run_dir / "accel").write_text(chosen + "\n")
         return chosen
 
     @property
     def accel(self) -> str:
         """'kvm' or 'tcg': what this lab's guests run on (decided at up)."""
         try:
-            return (self.plan.run_dir / "accel").read_text().strip() or "tcg"
+            return (self.layout.run_dir / "accel").read_text().strip() or "tcg"
         except OSError:
             return os.environ.get("LABMIG_ACCEL", "tcg")
 
     def _install_boot_files(self, image: guestbuild.GuestImage) -> None:
-        boot = self.plan.boot_dir
+        boot = self.layout.boot_dir
         stamp = boot / "key"
         if stamp.exists() and stamp.read_text().strip() == image.key:
             return
@@ -337,7 +337,7 @@ class LocalLab:
         """
         _require_root()
         done = []
-        for h in self.plan.hosts:
+        for h in self.layout.hosts:
             if libvirtd.pid(h):
                 self._destroy_domains(h)
                 libvirtd.stop(h)
@@ -345,11 +345,11 @@ class LocalLab:
             if sshd.stop(h):
                 done.append(f"sshd on {h.name}")
         done += [f"process {p}" for p in self._kill_leftovers()]
-        done += netns.destroy_namespaces(self.plan)
-        (self.plan.run_dir / "up").unlink(missing_ok=True)
+        done += netns.destroy_namespaces(self.layout)
+        (self.layout.run_dir / "up").unlink(missing_ok=True)
         return done
 
-    def _destroy_domains(self, host: HostPlan) -> None:
+    def _destroy_domains(self, host: HostLayout) -> None:
         try:
             conn = libvirtd.connect(host)
         except LabError:
@@ -364,7 +364,7 @@ class LocalLab:
             conn.close()
 
     def _kill_leftovers(self) -> list[int]:
-        pids = netns.lab_pids(self.plan)
+        pids = netns.lab_pids(self.layout)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for p in pids:
                 try:
@@ -380,9 +380,9 @@ class LocalLab:
         """``down``, then remove everything of this lab, including what a crashed run left."""
         _require_root()
         done = self.down()
-        for d in (self.plan.run_dir, self.plan.state_dir):
+        for d in (self.layout.run_dir, self.layout.state_dir):
             if d.exists():
-                if d.parent not in (STATE_ROOT, self.plan.run_dir.parent) or d.name != self.name:
+                if d.parent not in (STATE_ROOT, self.layout.run_dir.parent) or d.name != self.name:
                     raise LabError(f"refusing to remove {d}", hint="lab directories must be named after the lab")
                 shutil.rmtree(d)
                 done.append(f"directory {d}")
@@ -391,7 +391,7 @@ class LocalLab:
     def status(self) -> dict:
         """What is up, as plain data."""
         hosts = {}
-        for h in self.plan.hosts:
+        for h in self.layout.hosts:
             info: dict = {
                 "namespaces": netns.host_ready(h),
                 "libvirtd": libvirtd.pid(h),
@@ -415,13 +415,13 @@ class LocalLab:
         up = all(v["namespaces"] and v["libvirtd"] and v["sshd"] for v in hosts.values())
         link = {}
         if all(v["namespaces"] for v in hosts.values()):
-            link = {"up": netns.link_is_up(self.plan), "rate": netns.link_rate(self.plan)}
+            link = {"up": netns.link_is_up(self.layout), "rate": netns.link_rate(self.layout)}
         return {"lab": self.name, "up": up, "hosts": hosts, "link": link,
-                "shared_image_dir": str(self.plan.shared_dir), "client_netns": self.plan.client_netns,
-                "leftover_processes": [] if up else netns.lab_pids(self.plan)}
+                "shared_image_dir": str(self.layout.shared_dir), "client_netns": self.layout.client_netns,
+                "leftover_processes": [] if up else netns.lab_pids(self.layout)}
 
     def is_up(self) -> bool:
-        return all(libvirtd.pid(h) and sshd.pid(h) and netns.host_ready(h) for h in self.plan.hosts)
+        return all(libvirtd.pid(h) and sshd.pid(h) and netns.host_ready(h) for h in self.layout.hosts)
 
     def require_up(self) -> None:
         if not self.is_up():
@@ -433,11 +433,11 @@ class LocalLab:
         """Limit the inter-host link to ``rate`` bytes/s (None: remove the limit)."""
         if rate is not None and rate <= 0:
             raise InvalidInput(f"link rate {rate} must be positive", hint="e.g. 32MiB/s, or None for unlimited")
-        netns.shape_link(self.plan, rate, latency)
+        netns.shape_link(self.layout, rate, latency)
 
     @property
     def link_rate(self) -> int | None:
-        return netns.link_rate(self.plan)
+        return netns.link_rate(self.layout)
 
     # --- guests ------------------------------------------------------------------
 
@@ -465,7 +465,7 @@ class LocalLab:
         create_disk(guest.disk_outside(host), spec.disk_size)
         for other in self.hosts.values():
             other.console_path(spec.name).unlink(missing_ok=True)
-        xml = domain_xml(self.plan, spec, guest.disk, h.plan.console_log(spec.name),
+        xml = domain_xml(self.layout, spec, guest.disk, h.layout.console_log(spec.name),
                          "kvm" if self.accel == "kvm" else "qemu",
                          direct_io=supports_direct_io(guest.disk_outside(host).parent))
         conn = h.connect()
@@ -501,7 +501,7 @@ class LocalLab:
             finally:
                 conn.close()
         if remove_disk:
-            for path in {self.plan.shared_dir / f"{name}.img"} | {
+            for path in {self.layout.shared_dir / f"{name}.img"} | {
                     h.outside(f"{h.local_image_dir}/{name}.img") for h in self.hosts.values()}:
                 Path(path).unlink(missing_ok=True)
 
@@ -516,7 +516,7 @@ def _spec_from_domain(host: LabHost, name: str) -> GuestSpec:
         conn.close()
     args = dict(w.split("=", 1) for w in (root.findtext("os/cmdline") or "").split() if "=" in w)
     source = root.find("devices/disk/source")
-    disk = "shared" if source is not None and str(host.lab.plan.shared_dir) in source.get("file", "") else "local"
+    disk = "shared" if source is not None and str(host.lab.layout.shared_dir) in source.get("file", "") else "local"
     ip = args.get("labmig.ip", "0.0.0.11/24").split("/")[0]
     return GuestSpec(
         name=name, index=int(ip.rsplit(".", 1)[1]) - 10, memory=int(root.findtext("memory") or 262144) * 1024,

@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import LabError
-from .plan import GUEST_PREFIX, PRIVATE_DIRS, RUN_PRIVATE_DIRS, HostPlan, LabPlan
+from .layout import GUEST_PREFIX, PRIVATE_DIRS, RUN_PRIVATE_DIRS, HostLayout, LabLayout
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def run(argv: list[str], check: bool = True, input: str | None = None,
     return proc
 
 
-def host_cmd(host: HostPlan) -> list[str]:
+def host_cmd(host: HostLayout) -> list[str]:
     """Prefix that runs a command as if on ``host`` (its network, mounts and hostname)."""
     return ["nsenter", f"--net={host.netns_path}", f"--mount={host.mnt_ns}", f"--uts={host.uts_ns}", "--"]
 
@@ -66,31 +66,31 @@ def _ns_inode(path: Path) -> int | None:
         return None
 
 
-def host_ready(host: HostPlan) -> bool:
+def host_ready(host: HostLayout) -> bool:
     return host.netns_path.exists() and is_mountpoint(host.mnt_ns) and is_mountpoint(host.uts_ns)
 
 
-def _hosts_file(plan: LabPlan, host: HostPlan) -> Path:
+def _hosts_file(layout: LabLayout, host: HostLayout) -> Path:
     path = host.run_dir / "hosts"
     lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{host.name}"]
-    lines += [f"{h.link_addr}\t{h.name}" for h in plan.hosts]
+    lines += [f"{h.link_addr}\t{h.name}" for h in layout.hosts]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def create_namespaces(plan: LabPlan) -> None:
+def create_namespaces(layout: LabLayout) -> None:
     """Network, mount and UTS namespaces for both hosts and the client's network namespace."""
-    plan.ns_dir.mkdir(parents=True, exist_ok=True)
-    if not is_mountpoint(plan.ns_dir):
+    layout.ns_dir.mkdir(parents=True, exist_ok=True)
+    if not is_mountpoint(layout.ns_dir):
         # Namespace files must live on a private mount, or each new mount namespace
         # would hold a copy of the others' bindings.
-        run(["mount", "--bind", str(plan.ns_dir), str(plan.ns_dir)])
-        run(["mount", "--make-private", str(plan.ns_dir)])
-    for netns in [h.netns for h in plan.hosts] + [plan.client_netns]:
+        run(["mount", "--bind", str(layout.ns_dir), str(layout.ns_dir)])
+        run(["mount", "--make-private", str(layout.ns_dir)])
+    for netns in [h.netns for h in layout.hosts] + [layout.client_netns]:
         if not (Path("/run/netns") / netns).exists():
             run(["ip", "netns", "add", netns])
         run(["ip", "-n", netns, "link", "set", "lo", "up"])
-    for host in plan.hosts:
+    for host in layout.hosts:
         if host_ready(host):
             continue
         for d in list(PRIVATE_DIRS) + list(RUN_PRIVATE_DIRS):
@@ -104,7 +104,7 @@ def create_namespaces(plan: LabPlan) -> None:
             # A size-limited file system, so "fill the destination's disk" is a real
             # ENOSPC without touching the machine's own disk.
             run(["mount", "-t", "tmpfs", "-o", f"size={LOCAL_DIR_SIZE},mode=0755", f"labmig-{host.netns}", str(images)])
-        hosts_file = _hosts_file(plan, host)
+        hosts_file = _hosts_file(layout, host)
         for f in (host.mnt_ns, host.uts_ns):
             f.touch()
         binds = [f"mount --rbind {host.state_dir / k} {v}" for k, v in PRIVATE_DIRS.items()]
@@ -112,7 +112,7 @@ def create_namespaces(plan: LabPlan) -> None:
         script = "\n".join([
             "set -e",
             f"hostname {host.name}",
-            f"umount -l {plan.ns_dir}",
+            f"umount -l {layout.ns_dir}",
             # /sys must show this network namespace's devices (libvirt reads bridges there).
             "umount -l /sys 2>/dev/null || true",
             "mount -t sysfs sysfs /sys",
@@ -127,20 +127,20 @@ def _exists(netns: str, dev: str) -> bool:
     return run(["ip", "-n", netns, "link", "show", dev], check=False).returncode == 0
 
 
-def build_network(plan: LabPlan) -> None:
-    h1, h2 = plan.hosts
+def build_network(layout: LabLayout) -> None:
+    h1, h2 = layout.hosts
     if not _exists(h1.netns, LINK_DEV):
         run(["ip", "link", "add", LINK_DEV, "netns", h1.netns, "type", "veth",
              "peer", "name", LINK_DEV, "netns", h2.netns])
-    for h in plan.hosts:
+    for h in layout.hosts:
         run(["ip", "-n", h.netns, "addr", "replace", f"{h.link_addr}/24", "dev", LINK_DEV])
         run(["ip", "-n", h.netns, "link", "set", LINK_DEV, "up"])
-    c = plan.client_netns
+    c = layout.client_netns
     if not _exists(c, SWITCH):
         run(["ip", "-n", c, "link", "add", SWITCH, "type", "bridge"])
-    run(["ip", "-n", c, "addr", "replace", f"{plan.client_addr}/{GUEST_PREFIX}", "dev", SWITCH])
+    run(["ip", "-n", c, "addr", "replace", f"{layout.client_addr}/{GUEST_PREFIX}", "dev", SWITCH])
     run(["ip", "-n", c, "link", "set", SWITCH, "up"])
-    for h in plan.hosts:
+    for h in layout.hosts:
         port = f"up-{h.name}"
         if not _exists(h.netns, BRIDGE):
             run(["ip", "-n", h.netns, "link", "add", BRIDGE, "type", "bridge"])
@@ -152,20 +152,20 @@ def build_network(plan: LabPlan) -> None:
         run(["ip", "-n", c, "link", "set", port, "master", SWITCH, "up"])
 
 
-def shape_link(plan: LabPlan, rate_bps: float | None, latency: float | None = None) -> None:
+def shape_link(layout: LabLayout, rate_bps: float | None, latency: float | None = None) -> None:
     """Limit the inter-host link to ``rate_bps`` bytes/s in each direction (None: unlimited).
 
     Token-bucket shaping only: netem (added latency) is not available on every
     kernel, so a latency request is refused with a clear error when it cannot be honoured.
     """
     if latency:
-        probe = run(["tc", "-n", plan.hosts[0].netns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+        probe = run(["tc", "-n", layout.hosts[0].netns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
                     check=False)
         if probe.returncode != 0:
             raise LabError("this kernel has no netem, so the link cannot add latency",
                            hint="leave the latency out; only the bandwidth limit (token bucket) is available here")
-        run(["tc", "-n", plan.hosts[0].netns, "qdisc", "del", "dev", "lo", "root"], check=False)
-    for h in plan.hosts:
+        run(["tc", "-n", layout.hosts[0].netns, "qdisc", "del", "dev", "lo", "root"], check=False)
+    for h in layout.hosts:
         if rate_bps is None:
             if not latency:
                 run(["tc", "-n", h.netns, "qdisc", "del", "dev", LINK_DEV, "root"], check=False)
@@ -183,9 +183,9 @@ def shape_link(plan: LabPlan, rate_bps: float | None, latency: float | None = No
                  "netem", "delay", f"{latency * 1000:.3f}ms"])
 
 
-def link_rate(plan: LabPlan) -> int | None:
+def link_rate(layout: LabLayout) -> int | None:
     """The token-bucket rate in force on the link (bytes/s), or None when unlimited."""
-    out = run(["tc", "-n", plan.hosts[0].netns, "-j", "qdisc", "show", "dev", LINK_DEV], check=False).stdout
+    out = run(["tc", "-n", layout.hosts[0].netns, "-j", "qdisc", "show", "dev", LINK_DEV], check=False).stdout
     try:
         for q in json.loads(out or "[]"):
             if q.get("kind") == "tbf":
@@ -195,22 +195,22 @@ def link_rate(plan: LabPlan) -> int | None:
     return None
 
 
-def set_link(plan: LabPlan, up: bool) -> None:
+def set_link(layout: LabLayout, up: bool) -> None:
     """Cut (``up=False``) or restore the inter-host link, on both ends."""
-    for h in plan.hosts:
+    for h in layout.hosts:
         run(["ip", "-n", h.netns, "link", "set", LINK_DEV, "up" if up else "down"])
 
 
-def link_is_up(plan: LabPlan) -> bool:
-    out = run(["ip", "-n", plan.hosts[0].netns, "-o", "link", "show", LINK_DEV], check=False).stdout
+def link_is_up(layout: LabLayout) -> bool:
+    out = run(["ip", "-n", layout.hosts[0].netns, "-o", "link", "show", LINK_DEV], check=False).stdout
     return ",UP" in out or "<UP" in out
 
 
-def lab_pids(plan: LabPlan) -> list[int]:
+def lab_pids(layout: LabLayout) -> list[int]:
     """Processes in any of the lab's namespaces (network or mount), never our own."""
     inodes = {i for i in (
-        [_ns_inode(h.netns_path) for h in plan.hosts] + [_ns_inode(Path("/run/netns") / plan.client_netns)]
-        + [_ns_inode(h.mnt_ns) for h in plan.hosts if is_mountpoint(h.mnt_ns)]
+        [_ns_inode(h.netns_path) for h in layout.hosts] + [_ns_inode(Path("/run/netns") / layout.client_netns)]
+        + [_ns_inode(h.mnt_ns) for h in layout.hosts if is_mountpoint(h.mnt_ns)]
     ) if i is not None}
     pids = []
     me = os.getpid()
@@ -227,23 +227,23 @@ def lab_pids(plan: LabPlan) -> list[int]:
     return pids
 
 
-def destroy_namespaces(plan: LabPlan) -> list[str]:
+def destroy_namespaces(layout: LabLayout) -> list[str]:
     """Remove the lab's namespaces and their mounts. Returns what it removed."""
     removed = []
-    for h in plan.hosts:
+    for h in layout.hosts:
         for f in (h.mnt_ns, h.uts_ns):
             if is_mountpoint(f):
                 run(["umount", "-l", str(f)], check=False)
                 removed.append(f"mount {f}")
-    for h in plan.hosts:
+    for h in layout.hosts:
         if is_mountpoint(h.local_image_dir_outside):
             run(["umount", "-l", str(h.local_image_dir_outside)], check=False)
             removed.append(f"mount {h.local_image_dir_outside}")
-    for netns in [h.netns for h in plan.hosts] + [plan.client_netns]:
+    for netns in [h.netns for h in layout.hosts] + [layout.client_netns]:
         if (Path("/run/netns") / netns).exists():
             run(["ip", "netns", "del", netns], check=False)
             removed.append(f"netns {netns}")
-    if is_mountpoint(plan.ns_dir):
-        run(["umount", "-l", str(plan.ns_dir)], check=False)
-        removed.append(f"mount {plan.ns_dir}")
+    if is_mountpoint(layout.ns_dir):
+        run(["umount", "-l", str(layout.ns_dir)], check=False)
+        removed.append(f"mount {layout.ns_dir}")
     return removed

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LabError
-from .plan import GUEST_UDP_PORT, LabPlan
+from .layout import GUEST_UDP_PORT, LabLayout
 
 
 @dataclass
@@ -50,17 +50,17 @@ class ProbeReport:
 class Probe:
     """Pings a guest from the client namespace until stopped."""
 
-    def __init__(self, plan: LabPlan, target: str, interval: float = 0.02) -> None:
-        self.plan = plan
+    def __init__(self, layout: LabLayout, target: str, interval: float = 0.02) -> None:
+        self.layout = layout
         self.target = target
         self.interval = interval
-        self.out = plan.run_dir / f"probe-{target}-{os.getpid()}-{time.monotonic_ns()}.json"
+        self.out = layout.run_dir / f"probe-{target}-{os.getpid()}-{time.monotonic_ns()}.json"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Probe":
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.plan.client_netns}", "--", sys.executable, "-m", "labmig.lab.probe",
+            ["nsenter", f"--net=/run/netns/{self.layout.client_netns}", "--", sys.executable, "-m", "labmig.lab.probe",
              "--target", self.target, "--interval", str(self.interval), "--out", str(self.out)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # The pinger prints one line once its socket is ready.

@@ -16,24 +16,24 @@ import time
 from pathlib import Path
 
 from ..errors import LabError
+from .layout import HostLayout, LabLayout
 from .netns import host_cmd, run
-from .plan import HostPlan, LabPlan
 
 SSHD = "/usr/sbin/sshd"
 
 
-def config_path(plan: LabPlan) -> Path:
-    return plan.ssh_dir / "config"
+def config_path(layout: LabLayout) -> Path:
+    return layout.ssh_dir / "config"
 
 
-def ensure_keys(plan: LabPlan) -> None:
-    d = plan.ssh_dir
+def ensure_keys(layout: LabLayout) -> None:
+    d = layout.ssh_dir
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     if not (d / "id_ed25519").exists():
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labmig-{plan.name}", "-f", str(d / "id_ed25519")])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"labmig-{layout.name}", "-f", str(d / "id_ed25519")])
     known = []
-    for h in plan.hosts:
+    for h in layout.hosts:
         key = d / f"{h.name}_host_ed25519_key"
         if not key.exists():
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", h.name, "-f", str(key)])
@@ -55,8 +55,8 @@ Subsystem sftp internal-sftp
 """)
     (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text())
     (d / "known_hosts").write_text("\n".join(known) + "\n")
-    names = " ".join(h.name for h in plan.hosts) + " " + " ".join(h.link_addr for h in plan.hosts)
-    config_path(plan).write_text(f"""\
+    names = " ".join(h.name for h in layout.hosts) + " " + " ".join(h.link_addr for h in layout.hosts)
+    config_path(layout).write_text(f"""\
 Host {names}
     User root
     IdentityFile {d / 'id_ed25519'}
@@ -68,7 +68,7 @@ Host {names}
 """)
 
 
-def pid(host: HostPlan) -> int | None:
+def pid(host: HostLayout) -> int | None:
     try:
         p = int((host.run_dir / "sshd.pid").read_text().strip())
         with open(f"/proc/{p}/comm") as f:
@@ -77,12 +77,12 @@ def pid(host: HostPlan) -> int | None:
         return None
 
 
-def start(plan: LabPlan, host: HostPlan, timeout: float = 10.0) -> int:
+def start(layout: LabLayout, host: HostLayout, timeout: float = 10.0) -> int:
     current = pid(host)
     if current:
         return current
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
-    proc = subprocess.run(host_cmd(host) + [SSHD, "-f", str(plan.ssh_dir / f"sshd_{host.name}_config")],
+    proc = subprocess.run(host_cmd(host) + [SSHD, "-f", str(layout.ssh_dir / f"sshd_{host.name}_config")],
                           capture_output=True, text=True, check=False, timeout=timeout)
     if proc.returncode != 0:
         raise LabError(f"sshd did not start on {host.name}: {proc.stderr.strip()}",
@@ -96,7 +96,7 @@ def start(plan: LabPlan, host: HostPlan, timeout: float = 10.0) -> int:
     raise LabError(f"sshd on {host.name} wrote no pid file")
 
 
-def stop(host: HostPlan) -> bool:
+def stop(host: HostLayout) -> bool:
     p = pid(host)
     if p:
         os.kill(p, signal.SIGTERM)
@@ -104,6 +104,6 @@ def stop(host: HostPlan) -> bool:
     return False
 
 
-def ssh_argv(plan: LabPlan, to: HostPlan, *command: str) -> list[str]:
+def ssh_argv(layout: LabLayout, to: HostLayout, *command: str) -> list[str]:
     """``ssh`` to ``to`` with the lab's keys; run it inside another host (see LabHost.run)."""
-    return ["ssh", "-F", str(config_path(plan)), to.name, *command]
+    return ["ssh", "-F", str(config_path(layout)), to.name, *command]

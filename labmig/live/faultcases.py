@@ -46,12 +46,12 @@ def _kill_libvirtd(lab: Any, guest: Any, src: str, dst: str, mig: LiveMigration)
 
 def _restart_libvirtd(lab: Any, src: str, dst: str) -> None:
     from ..lab import libvirtd
-    plan = lab.host(dst).plan
+    host = lab.host(dst).layout
     # A killed daemon lingers as a zombie until reaped; start only once it is gone.
     deadline = time.monotonic() + 15
-    while libvirtd.pid(plan) and time.monotonic() < deadline:
+    while libvirtd.pid(host) and time.monotonic() < deadline:
         time.sleep(0.2)
-    libvirtd.start(plan)
+    libvirtd.start(host)
 
 
 def _kill_qemu(lab: Any, guest: Any, src: str, dst: str, mig: LiveMigration) -> None:

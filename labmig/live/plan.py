@@ -5,7 +5,10 @@
                   persistence, policy name and timeouts
     PostcopyMode  when to switch to post-copy: never, now, after N passes, on timeout
     LivePlan      VM + source + destination + options; turns itself into the
-                  libvirt flags and typed parameters of ``migrateToURI3``
+                  libvirt flags and typed parameters of ``migrateToURI3``. A view of a
+                  live MigrationSpec (labmig.spec): ``LivePlan.from_spec(spec)``, and
+                  back: ``plan.to_spec(strategy)`` (LiveOptions.to_spec)
+    SPEC_HOMES    the LiveOptions fields that have their own place in a spec (not run options)
 
 The names follow QEMU and virsh (``max-bandwidth``, ``--postcopy``,
 ``--auto-converge``, ``--parallel-connections``, ``--copy-storage-all``) so a
@@ -16,15 +19,22 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInput
 from ..nova import NovaSettings
 from ..units import parse_duration, parse_rate
 
+if TYPE_CHECKING:
+    from ..spec import MigrationSpec
+
 # Compression methods libvirt accepts; the multifd ones need parallel channels.
 COMPRESSION_METHODS = ("xbzrle", "mt", "zlib", "zstd")
 MULTIFD_COMPRESSION = ("zlib", "zstd")
+
+# LiveOptions fields a spec holds in its own place, not in its run options: field -> that place.
+SPEC_HOMES = {"max_bandwidth": "max_bandwidth", "policy": "policy.name",
+              "completion_timeout": "policy.completion_timeout", "timeout_action": "policy.timeout_action"}
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,30 @@ class LiveOptions:
         data["postcopy"] = str(self.postcopy)
         return data
 
+    def to_spec(self, vm: str, source: str, destination: str, strategy: str | None = None,
+                changed_only: bool = False) -> "MigrationSpec":
+        """The live spec these options are the run of: the cap and the policy in their places.
+
+        ``strategy`` (else the one the options amount to) is the spec's, with its default
+        options; every other option is a run option (over the strategy's mapping), or with
+        ``changed_only`` only those that differ from LiveOptions' defaults (the flags a user
+        gave on top of a strategy). Nova's timers (``nova``) are not carried: a spec holds
+        them in the hybrid strategy's options.
+        """
+        from ..spec import VM, MigrationSpec, PolicySettings
+
+        defaults = LiveOptions()
+        run: dict[str, Any] = {}
+        for f in dataclasses.fields(LiveOptions):
+            value = getattr(self, f.name)
+            given = not changed_only or value != getattr(defaults, f.name)
+            if f.name not in SPEC_HOMES and f.name != "nova" and given:
+                run[f.name] = str(value) if f.name == "postcopy" else value
+        return MigrationSpec(vm=VM(name=vm), strategy=strategy or self.strategy,
+                             max_bandwidth=self.max_bandwidth or 0.0, source=source, destination=destination,
+                             policy=PolicySettings(self.policy, self.completion_timeout, self.timeout_action),
+                             run_options=run)
+
     @classmethod
     def from_strategy(cls, name: str, options: dict[str, Any] | None = None, **overrides: Any) -> "LiveOptions":
         """The real-migration options for a simulator strategy (labmig.strategies) and its options.
@@ -183,6 +217,38 @@ class LivePlan:
             raise InvalidInput("no VM named", "give the VM's libvirt name, e.g. `labmig status` lists them")
         if not self.destination:
             raise InvalidInput("no destination host", "add --to HOST (a lab host name or a libvirt URI)")
+
+    @classmethod
+    def from_spec(cls, spec: "MigrationSpec") -> "LivePlan":
+        """The plan of a live spec: its strategy's options on libvirt, its cap, its policy, its run options.
+
+        The only way the live backend turns a spec into a plan (labmig.backends); run
+        options are LiveOptions fields, but not those in SPEC_HOMES (the spec's own places).
+        """
+        from ..spec import PolicySettings
+
+        spec.require_hosts()
+        known = {f.name for f in dataclasses.fields(LiveOptions)}
+        run = dict(spec.run_options)
+        for key in run:
+            if key in SPEC_HOMES:
+                raise InvalidInput(f"run option {key!r} has its own place in the spec", f"set {SPEC_HOMES[key]}")
+            if key not in known:
+                raise InvalidInput(f"unknown live run option {key!r}",
+                                   f"known: {', '.join(sorted(known - set(SPEC_HOMES)))}")
+        if spec.policy.name != PolicySettings().name:
+            run["policy"] = spec.policy.name
+        for name in ("completion_timeout", "timeout_action"):
+            if getattr(spec.policy, name) is not None:
+                run[name] = getattr(spec.policy, name)
+        if spec.max_bandwidth:
+            run["max_bandwidth"] = spec.max_bandwidth
+        options = LiveOptions.from_strategy(spec.strategy, spec.options_dict(), **run)
+        return cls(spec.vm.name, spec.source, spec.destination, options)
+
+    def to_spec(self, strategy: str | None = None) -> "MigrationSpec":
+        """The spec back: ``LivePlan.from_spec(plan.to_spec(spec.strategy)) == plan`` (see LiveOptions.to_spec)."""
+        return self.options.to_spec(self.vm, self.source, self.destination, strategy)
 
     def to_dict(self) -> dict[str, Any]:
         return {"vm": self.vm, "source": self.source, "destination": self.destination,

@@ -72,7 +72,7 @@ def test_hosts_reach_each_other_over_ssh_with_the_lab_keys(lab):
 @pytest.mark.slow
 def test_guest_boots_counts_its_boot_and_changes_rate_while_running(lab, request):
     spec = _guest(lab, request, name="boottest", index=20, wss=16 * MiB)
-    hb = heartbeat_socket(lab.plan)
+    hb = heartbeat_socket(lab.layout)
     g = lab.create_guest(spec, host="lab1")
     # Heartbeats on the network too, sent by the guest to the client's address.
     hb.settimeout(5)
@@ -171,7 +171,7 @@ def test_cold_migration_moves_the_disk_and_the_boot_counter_shows_it(lab, reques
 
 def _transfer_seconds(lab, nbytes: int) -> float:
     """Send nbytes over TCP from lab1 to lab2 across the link; seconds until all arrived."""
-    h1, h2 = lab.hosts["lab1"].plan, lab.hosts["lab2"].plan
+    h1, h2 = lab.hosts["lab1"].layout, lab.hosts["lab2"].layout
     server = netns_socket(h2.netns_path, socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((h2.link_addr, 0))
@@ -310,11 +310,11 @@ def test_a_second_lab_runs_beside_and_clean_after_a_crash_leaves_nothing(lab):
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"{other.name}-" not in netns
     from labmig.lab import netns as nsmod
-    assert nsmod.lab_pids(other.plan) == []
+    assert nsmod.lab_pids(other.layout) == []
     assert probe.proc.wait(5) is not None
     mounts = Path("/proc/self/mountinfo").read_text()
     assert f"/{other.name}/" not in mounts
-    assert not other.plan.run_dir.exists() and not other.plan.state_dir.exists()
+    assert not other.layout.run_dir.exists() and not other.layout.state_dir.exists()
     # The lab under test was not touched.
     assert lab.is_up() and lab.status()["up"]
 
@@ -327,7 +327,7 @@ def test_link_latency_is_applied_or_refused_clearly(lab):
         assert lab.link_rate is None          # nothing half-applied
         return
     try:
-        out = subprocess.run(["tc", "-n", lab.hosts["lab1"].plan.netns, "qdisc", "show", "dev", "link0"],
+        out = subprocess.run(["tc", "-n", lab.hosts["lab1"].layout.netns, "qdisc", "show", "dev", "link0"],
                              capture_output=True, text=True).stdout
         assert "netem" in out and "tbf" in out
     finally:

@@ -10,11 +10,11 @@ from labmig.errors import InvalidInput, LabError
 from labmig.lab.faults import FAULTS
 from labmig.lab.guest import ConsoleLog, GuestSpec, create_disk, domain_xml, read_boot_counter
 from labmig.lab.guestbuild import load_order, module_depends, write_cpio
-from labmig.lab.plan import lab_name, make_plan
+from labmig.lab.layout import lab_name, make_layout
 
 
 def test_every_name_derives_from_the_lab_name():
-    a, b = make_plan("alpha"), make_plan("beta")
+    a, b = make_layout("alpha"), make_layout("beta")
     names_a = {a.client_netns, str(a.run_dir), str(a.state_dir)} | {h.netns for h in a.hosts} | {h.uri for h in a.hosts}
     names_b = {b.client_netns, str(b.run_dir), str(b.state_dir)} | {h.netns for h in b.hosts} | {h.uri for h in b.hosts}
     assert not names_a & names_b
@@ -24,7 +24,7 @@ def test_every_name_derives_from_the_lab_name():
 def test_lab_name_from_environment(monkeypatch):
     monkeypatch.setenv("LABMIG_LAB", "ci2")
     assert lab_name() == "ci2"
-    assert make_plan().hosts[0].netns == "ci2-lab1"
+    assert make_layout().hosts[0].netns == "ci2-lab1"
     monkeypatch.delenv("LABMIG_LAB")
     assert lab_name() == "labmig"
 
@@ -37,33 +37,33 @@ def test_bad_lab_names_are_refused(bad):
 
 
 def test_hosts_differ_where_libvirt_needs_them_to():
-    h1, h2 = make_plan("x").hosts
+    h1, h2 = make_layout("x").hosts
     assert h1.host_uuid != h2.host_uuid
     assert h1.link_addr != h2.link_addr
     assert h1.migration_uri == f"qemu+tcp://{h1.link_addr}/system"
     # Stable across calls: a restarted daemon keeps its identity.
-    assert make_plan("x").hosts[0].host_uuid == h1.host_uuid
+    assert make_layout("x").hosts[0].host_uuid == h1.host_uuid
 
 
 def test_inside_paths_map_to_per_host_directories():
-    plan = make_plan("x")
-    h1, h2 = plan.hosts
+    layout = make_layout("x")
+    h1, h2 = layout.hosts
     assert h1.outside("/var/lib/libvirt/images/a.img") == h1.state_dir / "lib-libvirt" / "images" / "a.img"
     assert h1.outside("/run/libvirt/qemu/g.pid") == h1.run_dir / "run-libvirt" / "qemu" / "g.pid"
     assert h1.outside("/var/lib/libvirt/images/a.img") != h2.outside("/var/lib/libvirt/images/a.img")
-    shared = plan.shared_dir / "g.img"
+    shared = layout.shared_dir / "g.img"
     assert h1.outside(shared) == h2.outside(shared) == shared
 
 
 def test_unknown_host_is_a_clear_error():
     with pytest.raises(InvalidInput, match="lab3"):
-        make_plan("x").host("lab3")
+        make_layout("x").host("lab3")
 
 
 def test_domain_xml_has_what_libvirt_and_migration_need():
-    plan = make_plan("x")
+    layout = make_layout("x")
     spec = GuestSpec(name="g", index=4, dirty_rate=5 * 2**20, wss=32 * 2**20)
-    root = ET.fromstring(domain_xml(plan, spec, "/d/g.img", "/var/log/libvirt/console/g.log"))
+    root = ET.fromstring(domain_xml(layout, spec, "/d/g.img", "/var/log/libvirt/console/g.log"))
     assert root.get("type") == "qemu"
     assert root.find("features/acpi") is not None
     assert root.find("devices/disk/driver").get("cache") == "none"
@@ -148,9 +148,9 @@ def test_fault_registry_names_and_parameters():
 
 
 def test_kvm_guests_pass_the_host_cpu_through():
-    plan = make_plan("x")
-    kvm = ET.fromstring(domain_xml(plan, GuestSpec(), "/d", "/c", "kvm"))
-    tcg = ET.fromstring(domain_xml(plan, GuestSpec(), "/d", "/c", "qemu"))
+    layout = make_layout("x")
+    kvm = ET.fromstring(domain_xml(layout, GuestSpec(), "/d", "/c", "kvm"))
+    tcg = ET.fromstring(domain_xml(layout, GuestSpec(), "/d", "/c", "qemu"))
     assert kvm.get("type") == "kvm" and kvm.find("cpu").get("mode") == "host-passthrough"
     assert tcg.find("cpu") is None
 
@@ -158,9 +158,9 @@ def test_kvm_guests_pass_the_host_cpu_through():
 def test_disk_cache_falls_back_where_direct_io_is_missing(tmp_path):
     from labmig.lab.guest import supports_direct_io
 
-    plan = make_plan("x")
-    direct = ET.fromstring(domain_xml(plan, GuestSpec(), "/d", "/c", direct_io=True))
-    plain = ET.fromstring(domain_xml(plan, GuestSpec(), "/d", "/c", direct_io=False))
+    layout = make_layout("x")
+    direct = ET.fromstring(domain_xml(layout, GuestSpec(), "/d", "/c", direct_io=True))
+    plain = ET.fromstring(domain_xml(layout, GuestSpec(), "/d", "/c", direct_io=False))
     assert direct.find("devices/disk/driver").get("cache") == "none"
     assert plain.find("devices/disk/driver").get("cache") is None
     assert supports_direct_io(tmp_path / "missing-dir") is False

@@ -88,7 +88,7 @@ def test_host_setup_writes_the_local_lab_settings_and_the_guest(tmp_path):
     import os
     import xml.etree.ElementTree as ET
 
-    from labmig.lab import GuestSpec, libvirtd, make_plan
+    from labmig.lab import GuestSpec, libvirtd, make_layout
     from labmig.lab.hostsetup import guest_xml, setup_host
 
     if os.geteuid() != 0:
@@ -96,22 +96,22 @@ def test_host_setup_writes_the_local_lab_settings_and_the_guest(tmp_path):
     from labstate import side_lab
 
     name = side_lab("hs")     # derived from the test lab's name: two sessions never share it
-    plan = make_plan(name)
+    layout = make_layout(name)
     try:
         done = setup_host("lab2", "192.0.2.12", lab=name, etc=tmp_path)
         assert done
         conf = (tmp_path / "libvirtd.conf").read_text()
         assert 'listen_addr = "192.0.2.12"' in conf and 'auth_tcp = "none"' in conf
-        local_host = make_plan(name).host("lab2")
+        local_host = make_layout(name).host("lab2")
         assert f'host_uuid = "{local_host.host_uuid}"' in conf  # same identity as the local lab's lab2
         assert (tmp_path / "qemu.conf").read_text() == libvirtd.render_qemu_conf("192.0.2.12", f"lab2 (lab {name})")
-        assert (plan.boot_dir / "vmlinuz").stat().st_size > 1_000_000
+        assert (layout.boot_dir / "vmlinuz").stat().st_size > 1_000_000
         root = ET.fromstring(guest_xml(GuestSpec(name="vg", index=3), lab=name))
         assert root.get("type") == "kvm"
-        assert root.find("devices/disk/source").get("file") == str(plan.shared_dir / "vg.img")
-        assert (plan.shared_dir / "vg.img").exists()
+        assert root.find("devices/disk/source").get("file") == str(layout.shared_dir / "vg.img")
+        assert (layout.shared_dir / "vg.img").exists()
     finally:
-        shutil.rmtree(plan.state_dir, ignore_errors=True)
+        shutil.rmtree(layout.state_dir, ignore_errors=True)
 
 
 HOST_PACKAGES = ROOT / "labmig" / "lab" / "host-packages.sh"

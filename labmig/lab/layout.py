@@ -1,8 +1,12 @@
-"""The local lab described as plain data; every name derives from the lab's name.
+"""The local lab's layout, as plain data: every name derives from the lab's name.
 
-    LabPlan     the whole lab: its name, directories, link settings, the hosts
-    HostPlan    one migration host: namespace names, addresses, paths inside and outside
-    lab_name()  the lab name in force (argument, else $LABMIG_LAB, else "labmig")
+    LabLayout     the whole lab: its name, directories, link settings, the hosts
+    HostLayout    one migration host: namespace names, addresses, paths inside and outside
+    make_layout() the LabLayout of a lab name
+    lab_name()    the lab name in force (argument, else $LABMIG_LAB, else "labmig")
+
+A layout says where things are, not what a migration does: migration plans are views
+of a MigrationSpec (labmig.spec).
 
 Nothing here touches the system. Two labs with different names share no
 namespace, directory, socket or daemon, so they can run side by side. Addresses
@@ -61,7 +65,7 @@ def lab_name(name: str | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class HostPlan:
+class HostLayout:
     lab: str
     name: str                   # "lab1" / "lab2": the host's hostname inside the lab
     index: int                  # 1, 2
@@ -122,11 +126,11 @@ class HostPlan:
 
 
 @dataclass(frozen=True)
-class LabPlan:
+class LabLayout:
     name: str
     run_dir: Path
     state_dir: Path
-    hosts: tuple[HostPlan, ...] = field(default_factory=tuple)
+    hosts: tuple[HostLayout, ...] = field(default_factory=tuple)
     client_netns: str = ""
     client_addr: str = CLIENT_ADDR
 
@@ -148,29 +152,29 @@ class LabPlan:
     def ns_dir(self) -> Path:
         return self.run_dir / "ns"
 
-    def host(self, name: str) -> HostPlan:
+    def host(self, name: str) -> HostLayout:
         for h in self.hosts:
             if h.name == name:
                 return h
         raise InvalidInput(f"no host {name!r} in lab {self.name!r}", hint=f"hosts are {', '.join(HOST_NAMES)}")
 
-    def other(self, name: str) -> HostPlan:
+    def other(self, name: str) -> HostLayout:
         return next(h for h in self.hosts if h.name != self.host(name).name)
 
     def guest_addr(self, index: int) -> str:
         return f"{GUEST_NET}.{GUEST_FIRST_HOST + index}"
 
 
-def make_plan(name: str | None = None) -> LabPlan:
+def make_layout(name: str | None = None) -> LabLayout:
     lab = lab_name(name)
     run_dir = RUN_ROOT / lab
     state_dir = STATE_ROOT / lab
     hosts = tuple(
-        HostPlan(
+        HostLayout(
             lab=lab, name=h, index=i, run_dir=run_dir / h, state_dir=state_dir / h,
             netns=f"{lab}-{h}", link_addr=f"{LINK_NET}.{i}", bridge_addr=f"{GUEST_NET}.{i}",
             host_uuid=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{h}.{lab}.labmig")),
         )
         for i, h in enumerate(HOST_NAMES, start=1)
     )
-    return LabPlan(name=lab, run_dir=run_dir, state_dir=state_dir, hosts=hosts, client_netns=f"{lab}-client")
+    return LabLayout(name=lab, run_dir=run_dir, state_dir=state_dir, hosts=hosts, client_netns=f"{lab}-client")
