@@ -15,7 +15,7 @@ LAB ?= labmigtest
 # tests use the simulator and leave the test lab to the lab stage running beside them.
 PURE_LAB ?= labmigpure
 
-.PHONY: setup demo test lint test-pure test-core-builds test-compiled bench clean
+.PHONY: setup demo test lint startup-report test-pure test-core-builds test-compiled bench clean
 
 setup: $(STAMPS)/venv
 
@@ -42,6 +42,7 @@ demo: setup
 test: setup
 	@rc=0; mkdir -p build/test-logs; \
 	$(MAKE) --no-print-directory lint || rc=1; \
+	$(MAKE) --no-print-directory startup-report || rc=1; \
 	for stage in test-pure test-core-builds; do \
 	  ( nice -n 19 $(MAKE) --no-print-directory $$stage > build/test-logs/$$stage.log 2>&1; \
 	    echo $$? > build/test-logs/$$stage.rc ) & \
@@ -59,6 +60,17 @@ test: setup
 lint: setup
 	$(PY) -m ruff check labmig
 	$(PY) -m mypy
+
+# What `labmig copy` and the disk helper import at start-up, slowest first (a report;
+# tests/test_startup.py is the check). Full listings in build/test-logs/importtime-*.txt.
+startup-report: setup
+	@mkdir -p build/test-logs
+	@for job in "copy:labmig copy --help" "agent:labmig.remote.agent --help"; do \
+	  log=build/test-logs/importtime-$${job%%:*}.txt; cmd=$${job#*:}; \
+	  $(PY) -X importtime -m $$cmd 2> $$log > /dev/null || exit 1; \
+	  echo "=== python -X importtime -m $$cmd: the 5 slowest imports (cumulative µs)"; \
+	  grep '^import time:' $$log | sort -t'|' -k2 -n | tail -5; \
+	done
 
 # The suite but the lab and browser tests, against the pure-Python twin (on a lab name of
 # its own that is never up; the test lab may be busy with the lab stage meanwhile).

@@ -53,9 +53,9 @@ def rsync_peer(lab, guest) -> dict:
     scratch = lab.host("lab1").outside(scratch_inside)
     shutil.copyfile(old, scratch)
     try:
-        argv = host_cmd(lab.plan.host("lab2")) + [
+        argv = host_cmd(lab.layout.host("lab2")) + [
             "rsync", "--inplace", "--no-whole-file", "--ignore-times", "--stats",
-            "-e", f"ssh -F {config_path(lab.plan)}",
+            "-e", f"ssh -F {config_path(lab.layout)}",
             guest.disk, f"lab1:{scratch_inside}"]
         t = time.monotonic()
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -72,7 +72,7 @@ def link_bytes(lab) -> int:
     """Bytes both ways on lab1's end of the inter-host link (ssh, TCP/IP and encryption included)."""
     from labmig.lab.netns import LINK_DEV
 
-    out = subprocess.run(["ip", "-n", lab.plan.host("lab1").netns, "-s", "-j", "link", "show", LINK_DEV],
+    out = subprocess.run(["ip", "-n", lab.layout.host("lab1").netns, "-s", "-j", "link", "show", LINK_DEV],
                          capture_output=True, text=True, check=True).stdout
     stats = json.loads(out)[0]["stats64"]
     return int(stats["rx"]["bytes"]) + int(stats["tx"]["bytes"])

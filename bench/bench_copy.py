@@ -1,23 +1,24 @@
-"""Delta copy of a disk image with 1 % of its blocks changed, against its peers, warm page cache.
+"""`labmig copy` timed as a process against its peers, on an image with 1 % of its blocks changed.
 
-"Warm" means, by default, that before every run both files are dropped from
-the page cache and read back, as a first read from disk leaves them. How the
-cached pages came to be matters on kernels that cache files in large folios:
-pages read in by readahead sit in large folios that one fault maps whole, so
-hashing them in place costs about what reading them costs; pages written in
-small pieces (as ``cp`` or ``qemu-img`` leave a destination) do not, and then
-a hashed copy costs reading plus hashing. ``--cache written`` keeps the pages
-as the previous tool left them; the default run also measures that case once.
+Every tool runs as a process and is timed the same way, from its start to its
+exit, as a user runs it: ``labmig copy SRC DST``, a minimal C delta copier
+(``bench/cdelta.c``: two threads, XXH3-64 per 64 KiB block, pwrite, fsync), reading
+both files once with two threads in C (the floor for any tool that compares two
+files), ``rsync --inplace --no-whole-file``, ``cp`` and ``qemu-img convert -n``.
+labmig's in-process engine time (its own ``seconds``) is reported beside it.
+Before every run the destination is put back to the same state (the source with
+1 % of its 64 KiB blocks different) and the page cache to the state measured:
 
-Peers measured in the same run on the same files: reading both files once with
-two threads (the floor for any tool that must compare them), hashing both with
-the core's own kernel on two threads and nothing else (the floor for a hashed
-delta copy), ``rsync --inplace --no-whole-file``, ``cp`` and ``qemu-img convert -n``. Before every run the
-destination is put back to the same state (the source with 1 % of its 64 KiB
-blocks different), so every tool faces the same job. Also measured: the same
-job on an image that is 50 % zero blocks, the bytes that would cross a wire
-against changed bytes + 16 bytes per block, and the peak memory of a copy of
-images of growing size (in a child process).
+    readahead   both files dropped from the cache and read back, as a first read
+                from disk leaves them (large folios that one fault maps whole)
+    written     the destination rewritten by ``cp`` first, its pages as cp left
+                them (small pieces: hashing them costs more than reading them)
+    cold        both files dropped from the cache: the copy reads the disk
+
+The rounds interleave the tools, so outside load hits all alike; best and median
+of each. Also measured: the same job on an image that is 50 % zero blocks, the
+bytes that would cross a wire against changed bytes + 16 bytes per block, and the
+peak memory of a copy of images of growing size (in a child process).
 """
 from __future__ import annotations
 
@@ -26,13 +27,12 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 from labmig import core
 from labmig.blockcopy import delta_copy
@@ -69,7 +69,6 @@ class Scenario:
         if not self.dst.exists() or self.dst.stat().st_size != size:
             shutil.copyfile(self.src, self.dst)
         self.reset()
-        self.warm()
 
     def reset(self) -> None:
         """Put the destination back to: source with 1 % of blocks different."""
@@ -81,18 +80,6 @@ class Scenario:
             os.close(fd)
         mark = self.dst.with_name(f".{self.dst.name}.incomplete")
         mark.unlink(missing_ok=True)
-
-    def warm(self, evict: bool = True) -> None:
-        """Both files in the page cache; with ``evict``, dropped first and read back."""
-        if evict:
-            os.sync()  # dirty pages cannot be dropped
-            for path in (self.src, self.dst):
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                finally:
-                    os.close(fd)
-        read_both([self.src, self.dst])
 
     def identical(self) -> bool:
         return subprocess.run(["cmp", "-s", str(self.src), str(self.dst)]).returncode == 0
@@ -121,70 +108,126 @@ def read_both(paths: list[Path]) -> None:
         t.join()
 
 
-def digest_both(paths: list[Path]) -> None:
-    """Every block of both files hashed, one thread each, as a copy's two sides do."""
-    def one(path: Path) -> None:
+def evict(*paths: Path) -> None:
+    """Drop the files from the page cache (written pages are synced first: dirty ones stay)."""
+    os.sync()
+    for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
-            size = os.fstat(fd).st_size
-            out = np.zeros(((size + BS - 1) // BS, core.DIGEST_WORDS), dtype=np.uint64)
-            core.digest_file(fd, 0, size, BS, 1, out, None, 1)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
 
-    threads = [threading.Thread(target=one, args=(p,)) for p in paths]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+
+def build_cdelta(directory: Path) -> Path:
+    """bench/cdelta.c compiled into ``directory`` (rebuilt when the source is newer)."""
+    source = Path(__file__).with_name("cdelta.c")
+    binary = directory / "cdelta"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        subprocess.run(["cc", "-O2", "-pthread", "-o", str(binary), str(source), "-lxxhash"], check=True)
+    return binary
 
 
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+def labmig_command() -> list[str]:
+    """``labmig`` as users run it: the console script beside this Python, else ``python -m labmig``."""
+    script = Path(sys.executable).with_name("labmig")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "labmig"]
 
 
-def run(argv: list[str]) -> None:
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+CACHE_STATES = ("readahead", "written", "cold")
+LABMIG = "labmig copy"
+CDELTA = "C delta copier"
+READ = "read both, C, 2 threads"
+NO_WRITE = (READ,)
+HALF_ZERO = "labmig copy, 50 % zero image"
 
 
-HALF_ZERO = "labmig, 50 % zero image"
-NO_WRITE = ("read both, 2 threads", "hash both, 2 threads (core)")
+class Tools:
+    """The tools as argv lists; ``labmig copy``'s engine time is read from its --json."""
 
-
-def measure(sc: Scenario, repeat: int, peers: bool, evict: bool = True,
-            zero: Scenario | None = None) -> dict[str, float]:
-    """Best-of times; rounds interleave the tools (and the 50 %-zero image's copy,
-    when ``zero`` is given) so outside load hits all alike."""
-    tools: dict[str, tuple[Scenario, object]] = {
-        "labmig delta copy": (sc, lambda: delta_copy(sc.src, sc.dst, block_size=BS)),
-        "read both, 2 threads": (sc, lambda: read_both([sc.src, sc.dst])),
-        "hash both, 2 threads (core)": (sc, lambda: digest_both([sc.src, sc.dst])),
-    }
-    if zero is not None:
-        tools[HALF_ZERO] = (zero, lambda: delta_copy(zero.src, zero.dst, block_size=BS))
-    if peers:
+    def __init__(self, directory: Path, names: list[str] | None = None) -> None:
+        cdelta = str(build_cdelta(directory))
+        labmig = labmig_command()
+        self.argv: dict[str, object] = {
+            LABMIG: lambda sc: labmig + ["copy", "--json", str(sc.src), str(sc.dst)],
+            CDELTA: lambda sc: [cdelta, "copy", str(sc.src), str(sc.dst)],
+            READ: lambda sc: [cdelta, "read", str(sc.src), str(sc.dst)],
+        }
         if shutil.which("rsync"):
             # --ignore-times: same size and no -t would otherwise let rsync skip the file
-            tools["rsync --inplace --no-whole-file"] = (sc, lambda: run(
-                ["rsync", "--inplace", "--no-whole-file", "--ignore-times", str(sc.src), str(sc.dst)]))
-        tools["cp"] = (sc, lambda: run(["cp", str(sc.src), str(sc.dst)]))
+            self.argv["rsync --inplace --no-whole-file"] = lambda sc: [
+                "rsync", "--inplace", "--no-whole-file", "--ignore-times", str(sc.src), str(sc.dst)]
+        self.argv["cp"] = lambda sc: ["cp", str(sc.src), str(sc.dst)]
         if shutil.which("qemu-img"):
-            tools["qemu-img convert -n"] = (sc, lambda: run(
-                ["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", str(sc.src), str(sc.dst)]))
-    best = {name: float("inf") for name in tools}
+            self.argv["qemu-img convert -n"] = lambda sc: [
+                "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", str(sc.src), str(sc.dst)]
+        if names:
+            unknown = [n for n in names if not any(n in t for t in self.argv)]
+            if unknown:
+                raise SystemExit(f"no tool {unknown[0]!r}; tools: {', '.join(self.argv)}")
+            self.argv = {t: f for t, f in self.argv.items() if any(n in t for n in names)}
+
+
+def prepare(sc: Scenario, cache: str) -> None:
+    """The destination back to its 1 %-different state and the page cache as ``cache`` says."""
+    if cache == "written":
+        subprocess.run(["cp", str(sc.src), str(sc.dst)], check=True)
+    sc.reset()
+    if cache == "written":
+        evict(sc.src)
+    else:
+        evict(sc.src, sc.dst)
+    if cache == "readahead":
+        read_both([sc.src, sc.dst])
+    elif cache == "written":
+        read_file(sc.src)          # the source as readahead leaves it; the destination as cp did
+        os.sync()                  # cp's write-back must not land on the next tool's bill
+
+
+def run_timed(argv: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    out = subprocess.run(argv, check=True, capture_output=True, text=True)
+    return time.perf_counter() - started, out.stdout
+
+
+def measure(sc: Scenario, tools: Tools, cache: str, repeat: int, zero: Scenario | None = None,
+            slow_once: bool = True) -> dict[str, dict[str, float]]:
+    """Per tool: best and median process time over ``repeat`` interleaved rounds, and
+    labmig's engine time; rsync and cp, many times slower, run in the first round only
+    when ``slow_once``."""
+    jobs = [(name, sc, make) for name, make in tools.argv.items()]
+    if zero is not None and LABMIG in tools.argv:
+        jobs.append((HALF_ZERO, zero, tools.argv[LABMIG]))
+    times: dict[str, list[float]] = {name: [] for name, _, _ in jobs}
+    engine: dict[str, list[float]] = {}
     for r in range(repeat):
-        for name, (scenario, fn) in tools.items():
-            if r > 0 and name.startswith("rsync"):
-                continue  # tens of seconds each: one run is plenty to show the gap
-            scenario.reset()
-            os.sync()  # the reset's own writes must not land on the next tool's bill
-            scenario.warm(evict)
-            best[name] = min(best[name], timed(fn))
+        for name, scenario, make in jobs:
+            if r > 0 and slow_once and (name.startswith("rsync") or name == "cp"):
+                continue
+            prepare(scenario, cache)
+            seconds, stdout = run_timed(make(scenario))
+            times[name].append(seconds)
+            if name in (LABMIG, HALF_ZERO):
+                engine.setdefault(name, []).append(json.loads(stdout)["seconds"])
             if name not in NO_WRITE:
                 assert scenario.identical(), f"{name} did not make the destination identical"
-    return best
+    result = {name: {"best": min(t), "median": statistics.median(t), "runs": len(t)} for name, t in times.items()}
+    for name, t in engine.items():
+        result[name]["engine_best"] = min(t)
+        result[name]["engine_median"] = statistics.median(t)
+    return result
+
+
+def print_table(title: str, result: dict[str, dict[str, float]]) -> None:
+    floor = result.get(READ, {}).get("best")
+    peer = result.get(CDELTA, {}).get("best")
+    print(title)
+    print(f"  {'tool':<34} {'best':>7} {'median':>7} {'x read both':>11} {'x C copier':>10}")
+    for name, r in result.items():
+        x_read = f"{r['best'] / floor:.2f}" if floor else "-"
+        x_c = f"{r['best'] / peer:.2f}" if peer else "-"
+        print(f"  {name:<34} {r['best']:>7.3f} {r['median']:>7.3f} {x_read:>11} {x_c:>10}"
+              + (f"   (engine in-process {r['engine_best']:.3f} s)" if "engine_best" in r else ""))
 
 
 def child_peak(src: Path, dst: Path) -> tuple[int, int]:
@@ -225,44 +268,74 @@ def memory_probe(directory: Path, size: int) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="2GiB", help="image size (default 2GiB)")
-    ap.add_argument("--repeat", type=int, default=5, help="rounds; the best time of each tool is kept")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds; best and median of each tool are kept")
     ap.add_argument("--dir", type=Path, default=OUT, help="where the images go (default bench/out)")
+    ap.add_argument("--cache", default=",".join(CACHE_STATES),
+                    help="page-cache states to measure, comma-separated: " + ", ".join(CACHE_STATES))
+    ap.add_argument("--tools", help="only the tools whose names contain these words, comma-separated "
+                                    "(e.g. labmig,C,read)")
+    ap.add_argument("--no-extras", action="store_true",
+                    help="skip the 50 %%-zero image, the wire bytes and the memory probe")
     ap.add_argument("--memory-sizes", default="1GiB,16GiB,64GiB", help="image sizes for the memory probe")
-    ap.add_argument("--cache", choices=("read", "written"), default="read",
-                    help="page cache before each run: files dropped and read back (read, the default) "
-                         "or left as the previous tool wrote them (written)")
     ap.add_argument("--keep", action="store_true", help="keep the images for the next run")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     size = parse_size(args.size) // BS * BS
+    caches = [c.strip() for c in args.cache.split(",") if c.strip()]
+    bad = [c for c in caches if c not in CACHE_STATES]
+    if bad or not caches:
+        ap.error(f"unknown cache state {bad[0] if bad else args.cache!r}; use {', '.join(CACHE_STATES)}")
     args.dir.mkdir(parents=True, exist_ok=True)
-    evict = args.cache == "read"
-    print(f"delta copy of a {format_size(size)} image, 1 % of 64 KiB blocks changed, core {core.IMPLEMENTATION}, "
-          f"best of {args.repeat}, page cache as {'read from disk' if evict else 'the previous tool left it'}")
-    results: dict[str, object] = {"cache": args.cache}
+    tools = Tools(args.dir, [t.strip() for t in args.tools.split(",")] if args.tools else None)
+    print(f"`labmig copy` and its peers as processes: a {format_size(size)} image, 1 % of 64 KiB blocks "
+          f"changed, core {core.IMPLEMENTATION}, {args.repeat} rounds (rsync and cp: 1)")
+    results: dict[str, object] = {"size": size, "repeat": args.repeat}
 
     rand = Scenario(args.dir, "random", size, 0.0, seed=1)
-    zero = Scenario(args.dir, "halfzero", size, 0.5, seed=2)
-    best = measure(rand, args.repeat, peers=True, evict=evict, zero=zero)
-    half_zero = best.pop(HALF_ZERO)
-    ours = best["labmig delta copy"]
-    print(f"{'tool':<34} {'seconds':>8} {'vs labmig':>10}")
-    for name, t in best.items():
-        print(f"{name:<34} {t:>8.3f} {t / ours:>9.2f}x")
-    results["random"] = best
-    results["half_zero"] = {"labmig delta copy": half_zero}
-    print(f"50 % zero blocks: labmig {half_zero:.3f} s ({half_zero / ours:.2f}x the random image's time)")
+    zero = None if args.no_extras else Scenario(args.dir, "halfzero", size, 0.5, seed=2)
+    for cache in caches:
+        result = measure(rand, tools, cache, args.repeat, zero=zero if cache == "readahead" else None)
+        results[cache] = result
+        print_table(f"page cache: {cache}", result)
+        if cache == "readahead" and HALF_ZERO in result:
+            print(f"  50 % zero image: {result[HALF_ZERO]['best'] / result[LABMIG]['best']:.2f}x "
+                  "the random image's time")
+        ratios = ratios_of(result)
+        results[f"{cache}_ratios"] = ratios
+        for k, v in ratios.items():
+            print(f"    {k:<44} {v:.2f}")
 
-    if evict:  # the other case once: the destination's pages as cp wrote them
-        run(["cp", str(rand.src), str(rand.dst)])
-        wbest = measure(rand, args.repeat, peers=False, evict=False)
-        results["cache_written"] = wbest
-        print("destination pages as cp wrote them: labmig {:.3f} s, read both {:.3f}, hash both {:.3f} "
-              "({:.2f}x read-both; hashing floor {:.2f}x)".format(
-                  wbest["labmig delta copy"], wbest["read both, 2 threads"], wbest["hash both, 2 threads (core)"],
-                  wbest["labmig delta copy"] / wbest["read both, 2 threads"],
-                  wbest["hash both, 2 threads (core)"] / wbest["read both, 2 threads"]))
+    if not args.no_extras:
+        results["wire"] = wire_bytes(rand)
+        results["memory"] = memory(args, rand, size)
+    if not args.keep:
+        for sc in (rand, zero):
+            if sc is not None:
+                sc.src.unlink(missing_ok=True)
+                sc.dst.unlink(missing_ok=True)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    return 0
 
+
+def ratios_of(result: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The figures the README quotes, each from times of this one run (best of the rounds)."""
+    best = {name: r["best"] for name, r in result.items()}
+    nan = float("nan")
+    ours, peer, floor = best.get(LABMIG, nan), best.get(CDELTA, nan), best.get(READ, nan)
+    rsync = best.get("rsync --inplace --no-whole-file", nan)
+    return {
+        "labmig / C copier": ours / peer,
+        "labmig / read both": ours / floor,
+        "C copier / read both": peer / floor,
+        "qemu-img convert -n / labmig": best.get("qemu-img convert -n", nan) / ours,
+        "rsync / labmig": rsync / ours,
+        "rsync / C copier (the ceiling of rsync / labmig)": rsync / peer,
+        "cp / labmig": best.get("cp", nan) / ours,
+    }
+
+
+def wire_bytes(rand: Scenario) -> dict[str, int]:
     rand.reset()
     stats = delta_copy(rand.src, rand.dst, block_size=BS)
     changed = len(rand.changed) * BS
@@ -270,21 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bytes on the wire: {stats.bytes_on_wire:,} = changed {changed:,} + digests {16 * stats.blocks_total:,} "
           f"+ {stats.bytes_on_wire - bound:,} of request and extent headers and checks "
           f"({stats.extents:,} extents, {(stats.bytes_on_wire - bound) / max(stats.extents, 1):.1f} B per extent)")
-    results["wire"] = {"bytes_on_wire": stats.bytes_on_wire, "changed_bytes": changed, "bound": bound,
-                       "blocks": stats.blocks_total, "changed_blocks": len(rand.changed)}
+    return {"bytes_on_wire": stats.bytes_on_wire, "changed_bytes": changed, "bound": bound,
+            "blocks": stats.blocks_total, "changed_blocks": len(rand.changed)}
 
-    ratios = {
-        "vs read-both (<= 1.3)": ours / best["read both, 2 threads"],
-        "hash-both / read-both (floor)": best["hash both, 2 threads (core)"] / best["read both, 2 threads"],
-        "rsync / labmig (>= 8)": best.get("rsync --inplace --no-whole-file", float("nan")) / ours,
-        "cp / labmig (> 1)": best["cp"] / ours,
-        "qemu-img / labmig (> 1)": best.get("qemu-img convert -n", float("nan")) / ours,
-        "half-zero / random (<= 1)": half_zero / ours,
-    }
-    for k, v in ratios.items():
-        print(f"  {k:<28} {v:.2f}")
-    results["ratios"] = ratios
 
+def memory(args: argparse.Namespace, rand: Scenario, size: int) -> dict[str, dict[str, int]]:
     mem = {}
     rand.dst.unlink()
     base, peak = child_peak(rand.src, rand.dst)  # every block sent: the data path at its fullest
@@ -297,15 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         mem[text] = {"after_imports": base, "peak": peak}
         print(f"peak RSS copying a {format_size(msize)} image: {format_size(peak)} "
               f"(after imports: {format_size(base)}; the copy added {format_size(peak - base)})")
-    results["memory"] = mem
-
-    if not args.keep:
-        for sc in (rand, zero):
-            sc.src.unlink(missing_ok=True)
-            sc.dst.unlink(missing_ok=True)
-    if args.json:
-        print(json.dumps(results, indent=2, default=str))
-    return 0
+    return mem
 
 
 if __name__ == "__main__":

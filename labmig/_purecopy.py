@@ -20,10 +20,9 @@ import os
 import numpy as np
 import xxhash
 
+from .copyrules import DIGEST_WORDS, MAX_BLOCK, MIN_BLOCK
 from .errors import InvalidInput
 
-DIGEST_WORDS = 2  # a digest is two uint64 words: XXH3-128 (low, high)
-MIN_BLOCK, MAX_BLOCK = 4096, 16 << 20
 NO_HOLE_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.ENODEV})
 _WORDS_AT_ONCE = 1 << 16  # words unpacked at a time: bounds the twin's memory
 

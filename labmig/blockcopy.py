@@ -108,8 +108,9 @@ from .blockio import (
     start_writeback,
     stream_digest,
 )
+from .copyrules import DEFAULT_BLOCK, VERIFY_MODES, check_block_size
 from .errors import CopyError, InvalidInput, SourceChanged, VerifyFailed
-from .units import format_rate, format_size, parse_size
+from .units import format_rate, format_size
 
 __all__ = ["DEFAULT_BLOCK", "VERIFY_MODES", "CopyStats", "Destination", "LocalDestination", "WrittenRanges",
            "check_block_size", "data_segments", "delta_copy", "digest_range", "extent_header_bytes",
@@ -117,23 +118,12 @@ __all__ = ["DEFAULT_BLOCK", "VERIFY_MODES", "CopyStats", "Destination", "LocalDe
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BLOCK = 64 << 10
-VERIFY_MODES = ("fast", "full", "sha256")
 WINDOW_BYTES = 512 << 20      # image bytes digested per round trip
 MAX_EXTENT = 8 << 20          # largest data extent read and sent at once
 REQUEST_BYTES = 16            # wire cost of a request header (op, offset, length)
 DIGEST_BYTES = 16             # wire cost of one block digest
 
 ProgressFn = Callable[[int, int], None]
-
-
-def check_block_size(value: int | str) -> int:
-    """Bytes from ``value`` ('64KiB', 65536); a power of two from 4 KiB to 16 MiB."""
-    size = parse_size(value)
-    if size < core.MIN_BLOCK or size > core.MAX_BLOCK or size & (size - 1):
-        raise InvalidInput(f"block size {value!r} is not a power of two between 4 KiB and 16 MiB",
-                           "use e.g. --block-size 64KiB (the default), 4KiB or 1MiB")
-    return size
 
 
 @dataclass

@@ -27,6 +27,7 @@ import numpy as np
 import xxhash
 
 from . import core
+from .copyrules import incomplete_mark, is_incomplete  # noqa: F401  (re-exported)
 from .errors import CopyError, InvalidInput
 from .fsutil import fsync_dir
 
@@ -36,16 +37,6 @@ _READ_CHUNK = 4 << 20
 # Holes shorter than this are digested like data: one more digest call for
 # each hole costs more than hashing a few MiB of zeros.
 _SKIP_HOLES_FROM = 8 << 20
-
-
-def incomplete_mark(path: str | os.PathLike[str]) -> Path:
-    """The sidecar that says an image is being written and not yet verified."""
-    p = Path(path)
-    return p.with_name(f".{p.name}.incomplete")
-
-
-def is_incomplete(path: str | os.PathLike[str]) -> bool:
-    return incomplete_mark(path).exists()
 
 
 def data_segments(fd: int, offset: int, end: int) -> list[tuple[int, int]]:

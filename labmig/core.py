@@ -86,7 +86,7 @@ else:
         from . import _purecopy as _impl
         IMPLEMENTATION = "pure"
 
-from ._purecopy import DIGEST_WORDS, MAX_BLOCK, MIN_BLOCK
+from .copyrules import DIGEST_WORDS, MAX_BLOCK, MIN_BLOCK
 
 new_bitmap = _impl.new_bitmap
 popcount = _impl.popcount

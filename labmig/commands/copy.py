@@ -1,7 +1,9 @@
 """``labmig copy SRC DST``: make DST byte-identical to SRC, sending only blocks that differ.
 
 A thin layer over :func:`labmig.blockcopy.delta_copy`: argument parsing, the
-progress bar on a terminal, and the ``--stats`` / ``--json`` reports.
+progress bar on a terminal, and the ``--stats`` / ``--json`` reports. The copy
+engine (and numpy under it) is imported only once the arguments are good, so
+``--help`` and usage errors answer at once; tests/test_startup.py keeps it so.
 """
 from __future__ import annotations
 
@@ -9,9 +11,7 @@ import argparse
 import json
 import sys
 
-from ..blockcopy import DEFAULT_BLOCK, VERIFY_MODES, check_block_size, delta_copy
-from ..progress import Progress
-from ..units import format_rate, format_size
+from ..copyrules import DEFAULT_BLOCK, VERIFY_MODES, check_block_size
 
 
 def register(subparsers) -> None:
@@ -40,6 +40,10 @@ def _block_size(text: str) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
+    from ..blockcopy import delta_copy
+    from ..progress import Progress
+    from ..units import format_rate, format_size
+
     with Progress(0, label="copy", enabled=None if not args.json else False) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = max(float(total), 1.0)

@@ -32,19 +32,28 @@ import socket
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import __version__
-from ..blockio import WrittenRanges, incomplete_mark
+from ..copyrules import incomplete_mark
 from ..errors import LabmigError
 from ..fsutil import fsync_dir
 from .paths import ImagePolicy, PathRefused
 from .protocol import read_frame, write_frame
 
+if TYPE_CHECKING:
+    from ..blockio import WrittenRanges
+
 log = logging.getLogger(__name__)
 READ_CHUNK = 4 << 20
+
+
+def _new_written_ranges() -> WrittenRanges:
+    # The copy engine (numpy, the compiled core) loads with the first file opened,
+    # not at start-up: a helper asked only hello, stat or remove answers at once.
+    from ..blockio import WrittenRanges
+
+    return WrittenRanges()
 
 
 class Agent:
@@ -104,7 +113,7 @@ class Agent:
         os.fsync(fd)
         os.close(fd)
         _, fd = self._fd(req["path"], create=True)
-        self.written[path] = WrittenRanges()
+        self.written[path] = _new_written_ranges()
         old = os.fstat(fd).st_size
         if old != size:
             os.ftruncate(fd, size)
@@ -112,6 +121,8 @@ class Agent:
         return {"existed": existed, "old_size": old}, b""
 
     def op_digests(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+        import numpy as np
+
         from .. import core
 
         _, fd = self._fd(req["path"])
@@ -127,7 +138,7 @@ class Agent:
         return {"nblocks": nblocks, "length": length}, out.astype("<u8", copy=False).tobytes()
 
     def _written(self, path: Path) -> WrittenRanges:
-        return self.written.setdefault(path, WrittenRanges())
+        return self.written.setdefault(path, _new_written_ranges())
 
     def op_write(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         path, fd = self._fd(req["path"])
