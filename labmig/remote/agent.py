@@ -10,6 +10,10 @@ through :class:`~labmig.remote.paths.ImagePolicy` first; files are opened with
     open path size              create if missing, mark incomplete, set the size (old size back)
     digests path block_size seed [offset length]   per-block XXH3-128 (payload)
     write path offset + payload pwrite one extent
+    extents path unit table + payload
+                                many extents at once: the payload is an extent table
+                                (protocol.pack_extents, ``table`` bytes) then the data
+                                of the data extents in order; zero extents as ``zero``
     zero path offset length     deallocate (or write zeros where holes are not possible)
     written_digest path block_size seed
                                 one digest of what was written or zeroed since open or
@@ -28,9 +32,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -39,13 +41,24 @@ from ..copyrules import incomplete_mark
 from ..errors import LabmigError
 from ..fsutil import fsync_dir
 from .paths import ImagePolicy, PathRefused
-from .protocol import read_frame, write_frame
+from .protocol import ProtocolError, read_frame, unpack_extents, write_frame
 
 if TYPE_CHECKING:
     from ..blockio import WrittenRanges
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 4 << 20
+
+
+def _zero_range(fd: int, offset: int, length: int) -> None:
+    """Make [offset, offset+length) read as zeros: a hole, or zeros written where holes cannot be."""
+    from .. import core
+
+    if not core.punch_hole(fd, offset, length):
+        zeros = bytes(min(length, READ_CHUNK))
+        end = offset + length
+        while offset < end:
+            offset += os.pwrite(fd, zeros[: end - offset], offset)
 
 
 def _new_written_ranges() -> WrittenRanges:
@@ -151,17 +164,35 @@ class Agent:
         return {"written": len(data)}, b""
 
     def op_zero(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        from .. import core
-
         path, fd = self._fd(req["path"])
         offset, length = int(req["offset"]), int(req["length"])
         self._written(path).add(offset, length, zeroed=True)
-        if not core.punch_hole(fd, offset, length):
-            zeros = bytes(min(length, READ_CHUNK))
-            end = offset + length
-            while offset < end:
-                offset += os.pwrite(fd, zeros[: end - offset], offset)
+        _zero_range(fd, offset, length)
         return {}, b""
+
+    def op_extents(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+        path, fd = self._fd(req["path"])
+        unit, table_bytes = int(req["unit"]), int(req["table"])
+        if unit < 1 or not 0 <= table_bytes <= len(data):
+            raise ProtocolError(f"extents request with unit {unit} and a table of {table_bytes} bytes "
+                                f"in a payload of {len(data)}", "both sides must run the same labmig")
+        extents = unpack_extents(data[:table_bytes], unit, os.fstat(fd).st_size)
+        payload = memoryview(data)[table_bytes:]
+        if sum(length for _, length, zero in extents if not zero) != len(payload):
+            raise ProtocolError("extents request whose data does not add up to its table",
+                                "both sides must run the same labmig")
+        written = self._written(path)
+        for offset, length, zero in extents:
+            written.add(offset, length, zeroed=zero)
+            if zero:
+                _zero_range(fd, offset, length)
+                continue
+            view, payload = payload[:length], payload[length:]
+            at = offset
+            while view:
+                n = os.pwrite(fd, view, at)
+                view, at = view[n:], at + n
+        return {"extents": len(extents)}, b""
 
     def op_written_digest(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         path, fd = self._fd(req["path"])
@@ -205,6 +236,8 @@ class Agent:
         if not name or "/" in name or name.startswith("-") or len(name) > 15:
             raise PathRefused(f"bad network device name {name!r}", "send an interface name like br0")
         try:
+            import socket
+
             socket.if_nametoindex(name)
             return {"exists": True}, b""
         except OSError:
@@ -230,7 +263,7 @@ class Agent:
             except LabmigError as exc:
                 write_frame(out, {"ok": False, "error": exc.message, "hint": exc.hint, "kind": type(exc).__name__})
             except (OSError, KeyError, ValueError, TypeError) as exc:
-                log.debug("%s", traceback.format_exc())
+                log.debug("%s failed", op, exc_info=True)
                 write_frame(out, {"ok": False, "error": f"{op} failed: {exc}", "kind": type(exc).__name__,
                                   "hint": "check the destination's image directory and free space"})
         for path in list(self.fds):

@@ -96,3 +96,56 @@ def test_no_shell_string_from_data():
     assert argv[0] == "ssh" and "--" in argv
     # The one remote string is made of quoted words from the host's configuration.
     assert argv[-1] == "'/opt/py thon' -m labmig.remote.agent --image-dir '/img dir; rm -rf /'"
+
+
+def test_extents_request_writes_zeroes_and_refuses_bad_tables(agent):
+    """Many extents in one request (protocol.pack_extents); a bad table is an error reply, the helper stays up."""
+    from labmig.remote.protocol import pack_extents
+
+    a, images = agent
+    bs = 4096
+    a.call("open", path="e.img", size=10 * bs + 7)
+    first, last = os.urandom(2 * bs), os.urandom(bs + 7)
+    extents = [(6 * bs, 2 * bs, True), (1 * bs, 2 * bs, False), (9 * bs, bs + 7, False)]
+    table = pack_extents(extents, bs)
+    reply, _ = a.call("extents", table + first + last, path="e.img", unit=bs, table=len(table))
+    assert reply["extents"] == 3
+    content = (images / "e.img").read_bytes()
+    assert content[bs:3 * bs] == first and content[9 * bs:] == last and content[6 * bs:8 * bs] == bytes(2 * bs)
+    bad = [(pack_extents([(20 * bs, bs, False)], bs), os.urandom(bs)),      # past the end of the image
+           (pack_extents([(0, bs, False)], bs), os.urandom(bs - 1)),        # data short of the table
+           (b"\xff" * 12, b""),                                             # a number that never ends
+           (b"\x80", b"")]                                                  # a table cut short
+    for table, data in bad:
+        with pytest.raises(AgentError, match="extent"):
+            a.call("extents", table + data, path="e.img", unit=bs, table=len(table))
+    with pytest.raises(AgentError):
+        a.call("extents", b"", path="e.img", unit=0, table=0)
+    assert (images / "e.img").read_bytes() == content
+    assert a.call("hello")[0]["ok"]
+
+
+@pytest.mark.parametrize("unit", [1, 4096, 65536])
+def test_extent_table_round_trip(unit):
+    """pack_extents → unpack_extents gives the extents back, in any order, ragged last blocks included."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from labmig.remote.protocol import pack_extents, unpack_extents
+
+    limit = unit * 10_000 + 123
+    extent = st.tuples(st.integers(0, 9_999), st.integers(1, 50), st.booleans(), st.integers(0, unit - 1))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(extent, max_size=40))
+    def check(raw):
+        extents = []
+        for block, nunits, zero, short in raw:
+            offset = block * unit
+            length = min(nunits * unit - short, limit - offset)
+            extents.append((offset, length, zero))
+        table = pack_extents(extents, unit)
+        assert unpack_extents(table, unit, limit) == extents
+        assert len(table) <= 20 * len(extents)
+
+    check()

@@ -64,3 +64,33 @@ def test_mismatch_at_verify_leaves_incomplete(setup):
     with pytest.raises(VerifyFailed):
         copy_disk(str(src), agent, "m.img", block_size=BS, verify="full", on_progress=corrupt)
     assert (images / ".m.img.incomplete").exists()
+
+
+def _delta_overhead(src, images, agent, changed_blocks, nblocks):
+    data = bytearray(src.read_bytes())
+    for b in changed_blocks:
+        data[b * BS] ^= 0xFF
+    src.write_bytes(bytes(data))
+    calls0 = agent.calls
+    st = copy_disk(str(src), agent, "o.img", block_size=BS, verify="fast")
+    assert filecmp.cmp(src, images / "o.img", shallow=False)
+    assert st["blocks_sent"] == len(changed_blocks)
+    wire = st["wire_sent"] + st["wire_received"]
+    return wire - len(changed_blocks) * BS - 16 * nblocks, agent.calls - calls0
+
+
+def test_extents_travel_in_batches_a_few_bytes_each(tmp_path):
+    """Bytes over the bound changed + 16 B per block do not grow with the number of extents
+    but by a few bytes each, and the extents of a window go in one request, not one each."""
+    images = tmp_path / "images"
+    images.mkdir()
+    src = tmp_path / "src.img"
+    nblocks = 2048
+    src.write_bytes(os.urandom(nblocks * BS))
+    with SshAgent(SshTarget(address=None), [str(images)]) as agent:
+        copy_disk(str(src), agent, "o.img", block_size=BS)
+        few, few_calls = _delta_overhead(src, images, agent, range(0, nblocks, 400), nblocks)       # 6 extents
+        many, many_calls = _delta_overhead(src, images, agent, range(1, nblocks, 20), nblocks)     # 103 extents
+    assert few_calls == many_calls
+    assert few < 2000
+    assert many - few <= 4 * (103 - 6)
