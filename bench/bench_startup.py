@@ -7,8 +7,9 @@ command pays:
 
     python -c pass              the floor
     labmig copy --help          parse the command line and answer
-    disk helper: hello          ``python -m labmig.remote.agent``, one hello, bye (what a
-                                cold migration starts for its disks, ssh aside)
+    disk helper: hello          ``python -m labmig.remote.agent`` started, until its answer
+                                to hello is read (what a cold migration starts for its
+                                disks, ssh aside; its exit is not on this bill)
     labmig copy, 64 MiB, same   a real copy with nothing to send: start-up plus the engine's
                                 imports plus a short copy
 
@@ -35,12 +36,14 @@ from labmig.remote.protocol import read_frame, write_frame
 
 
 def timed(fn) -> float:
+    """Seconds ``fn`` took, or what it says it took (a float it returns)."""
     started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+    said = fn()
+    return said if isinstance(said, float) else time.perf_counter() - started
 
 
-def helper_hello(python: list[str], env: dict[str, str], image_dir: str) -> None:
+def helper_hello(python: list[str], env: dict[str, str], image_dir: str) -> float:
+    started = time.perf_counter()
     proc = subprocess.Popen(python + ["-m", "labmig.remote.agent", "--image-dir", image_dir],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=image_dir)
     assert proc.stdin is not None and proc.stdout is not None
@@ -48,9 +51,11 @@ def helper_hello(python: list[str], env: dict[str, str], image_dir: str) -> None
     proc.stdin.flush()
     frame = read_frame(proc.stdout)
     assert frame is not None and frame[0].get("ok"), "the helper did not answer hello"
+    answered = time.perf_counter() - started
     write_frame(proc.stdin, {"op": "bye"})
     proc.stdin.close()
     proc.wait(timeout=30)
+    return answered
 
 
 def main(argv: list[str] | None = None) -> int:
