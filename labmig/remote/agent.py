@@ -50,6 +50,12 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 4 << 20
 
 
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
 def _zero_range(fd: int, offset: int, length: int) -> None:
     """Make [offset, offset+length) read as zeros: a hole, or zeros written where holes cannot be."""
     from .. import core
@@ -157,10 +163,7 @@ class Agent:
         path, fd = self._fd(req["path"])
         offset = int(req["offset"])
         self._written(path).add(offset, len(data))
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view, offset = view[n:], offset + n
+        _write_all(fd, memoryview(data), offset)
         return {"written": len(data)}, b""
 
     def op_zero(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -187,11 +190,8 @@ class Agent:
             if zero:
                 _zero_range(fd, offset, length)
                 continue
-            view, payload = payload[:length], payload[length:]
-            at = offset
-            while view:
-                n = os.pwrite(fd, view, at)
-                view, at = view[n:], at + n
+            _write_all(fd, payload[:length], offset)
+            payload = payload[length:]
         return {"extents": len(extents)}, b""
 
     def op_written_digest(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
