@@ -2,11 +2,13 @@
 
 It reads frames (see :mod:`labmig.remote.protocol`) on stdin and answers on stdout,
 one request at a time, until ``bye`` or end of input. Every path in a request goes
-through :class:`~labmig.remote.paths.ImagePolicy` first; files are opened with
-``O_NOFOLLOW``. Operations:
+through :class:`~labmig.remote.paths.ImagePolicy`, which holds each image directory
+open: files are reached relative to that directory fd, opened with ``O_NOFOLLOW`` and
+must be regular files with one link (checked with ``fstat`` after the open).
+Operations:
 
-    hello                       version, image dirs, free bytes
-    stat path                   exists, size, allocated bytes, incomplete mark
+    hello                       version, image dirs, free bytes, the kernel's boot id
+    stat path                   exists, size, allocated bytes, incomplete mark, device and inode
     open path size              create if missing, mark incomplete, set the size (old size back)
     digests path block_size seed [offset length]   per-block XXH3-128 (payload)
     write path offset + payload pwrite one extent
@@ -18,41 +20,85 @@ through :class:`~labmig.remote.paths.ImagePolicy` first; files are opened with
     written_digest path block_size seed
                                 one digest of what was written or zeroed since open or
                                 the last call, read back (blockcopy.WrittenRanges)
-    finish path                 fsync, then drop the incomplete mark
-    close path                  forget the open file
     verify path [algo]          digest of the whole file (xxh3-128 or sha256)
+    finish path                 fsync, check the name still holds the open file, then
+                                drop the incomplete mark
+    close path                  forget the open file
     remove path                 unlink a disk (confirm --delete-source-disks)
+    token action path [name]    a token file next to ``path``: ``create`` (returns its
+                                name and value), ``read``, ``remove``; the same-file test
+                                of shared storage (labmig.cold.hostops)
     netdev name                 whether a network device exists in this host's namespace
 
+Per file the order is enforced: ``open`` first; ``write``, ``zero`` and ``extents``
+only inside the size given at open and never after ``finish``; ``finish`` only when
+nothing was written since the last ``written_digest`` or ``verify`` (a copy that
+changed nothing needs neither). A malformed or out-of-order request gets an error
+reply and the helper stays up; only a stream cut in the middle of a frame ends it.
+
 The requests mirror :class:`labmig.blockcopy.Destination` one-to-one (same incomplete
-mark, same digest layout); the helper adds the path policy and ``O_NOFOLLOW``.
+mark, same digest layout); the helper adds the path policy and the checks above.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import secrets
+import stat as stat_mod
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import __version__
-from ..copyrules import incomplete_mark
+from ..copyrules import MAX_BLOCK, MIN_BLOCK, incomplete_mark
 from ..errors import LabmigError
-from ..fsutil import fsync_dir
-from .paths import ImagePolicy, PathRefused
-from .protocol import ProtocolError, read_frame, unpack_extents, write_frame
+from .paths import ImagePolicy, Located, PathRefused, regular_file_problem
+from .protocol import FrameRefused, ProtocolError, read_frame, unpack_extents, write_frame
 
 if TYPE_CHECKING:
     from ..blockio import WrittenRanges
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 4 << 20
+MAX_OFFSET = 1 << 62          # no image size, offset or end beyond this (off_t is signed 64-bit)
+MAX_SPAN = 1 << 30            # bytes one digests / zero request may cover (a window is 512 MiB)
+TOKEN_PREFIX = ".labmig-token-"
+_HINT = "both sides must run the same labmig"
+
+
+class OutOfOrder(ProtocolError):
+    """A request came before the one it needs (write before open, finish before a verify...)."""
+
+
+def _int(req: dict[str, Any], key: str, lo: int, hi: int, default: int | None = None) -> int:
+    """``req[key]`` as an int in [lo, hi], or a clear error (bools and floats are not ints here)."""
+    value = req.get(key, default)
+    if type(value) is not int:
+        raise ProtocolError(f"{key} must be an integer, not {type(value).__name__}", _HINT)
+    if not lo <= value <= hi:
+        raise ProtocolError(f"{key} {value} is out of range [{lo}, {hi}]", _HINT)
+    return value
+
+
+def _block_size(req: dict[str, Any]) -> int:
+    bs = _int(req, "block_size", MIN_BLOCK, MAX_BLOCK)
+    if bs & (bs - 1):
+        raise ProtocolError(f"block size {bs} is not a power of two", _HINT)
+    return bs
+
+
+def _seed(req: dict[str, Any]) -> int:
+    return _int(req, "seed", 0, (1 << 64) - 1)
 
 
 def _write_all(fd: int, view: memoryview, offset: int) -> None:
     while view:
         n = os.pwrite(fd, view, offset)
+        if n <= 0:  # pwrite(2) writes at least one byte or fails; 0 would loop forever
+            raise OSError(errno.EIO, "the file system accepted no bytes")
         view, offset = view[n:], offset + n
 
 
@@ -61,10 +107,12 @@ def _zero_range(fd: int, offset: int, length: int) -> None:
     from .. import core
 
     if not core.punch_hole(fd, offset, length):
-        zeros = bytes(min(length, READ_CHUNK))
+        zeros = memoryview(bytes(min(length, READ_CHUNK)))
         end = offset + length
         while offset < end:
-            offset += os.pwrite(fd, zeros[: end - offset], offset)
+            n = min(len(zeros), end - offset)
+            _write_all(fd, zeros[:n], offset)
+            offset += n
 
 
 def _new_written_ranges() -> WrittenRanges:
@@ -75,165 +123,327 @@ def _new_written_ranges() -> WrittenRanges:
     return WrittenRanges()
 
 
+def _boot_id() -> str:
+    """The running kernel's boot id: two helpers with the same one share a kernel (and inode numbers)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+@dataclass
+class OpenFile:
+    """One image opened by ``open``, and where its copy stands."""
+
+    at: Located
+    fd: int
+    size: int                               # the size given at open: no write beyond it
+    written: WrittenRanges | None = None
+    unverified: bool = False                # written since the last written_digest / verify
+    finished: bool = False
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.at.close()
+
+
 class Agent:
     """Serves one controller over a pair of byte streams."""
 
     def __init__(self, policy: ImagePolicy) -> None:
         self.policy = policy
-        self.fds: dict[Path, int] = {}
-        self.written: dict[Path, WrittenRanges] = {}
+        self.files: dict[Path, OpenFile] = {}
 
     # -- helpers ----------------------------------------------------------------
-    def _fd(self, name: str, create: bool = False) -> tuple[Path, int]:
-        path = self.policy.resolve(name)
-        fd = self.fds.get(path)
-        if fd is None:
-            flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-            try:
-                fd = os.open(path, flags, 0o600)
-            except FileNotFoundError as exc:
-                raise LabmigError(f"{name!r} does not exist on the destination", "open it first") from exc
-            except OSError as exc:
-                raise LabmigError(f"cannot open {name!r}: {exc.strerror}",
-                                  "check the image directory's permissions and free space") from exc
-            self.fds[path] = fd
-        return path, fd
+    def _file(self, req: dict[str, Any], op: str) -> OpenFile:
+        key = self.policy.key(req.get("path"))
+        f = self.files.get(key)
+        if f is None:
+            raise OutOfOrder(f"{op} of {req.get('path')!r} before it was opened", "send open first")
+        return f
 
-    def _close(self, path: Path) -> None:
-        fd = self.fds.pop(path, None)
-        self.written.pop(path, None)
-        if fd is not None:
-            os.close(fd)
+    def _writable(self, req: dict[str, Any], op: str, offset: int, length: int) -> OpenFile:
+        f = self._file(req, op)
+        if f.finished:
+            raise OutOfOrder(f"{op} of {req.get('path')!r} after finish", "open it again to change it")
+        if offset + length > f.size:
+            raise ProtocolError(f"{op} of {length} bytes at byte {offset} lies past the end "
+                                f"({f.size} bytes, the size given at open)", _HINT)
+        return f
+
+    def _close(self, key: Path) -> None:
+        f = self.files.pop(key, None)
+        if f is not None:
+            f.close()
+
+    def _mark_present(self, at: Located) -> bool:
+        try:
+            os.stat(incomplete_mark(at.name).name, dir_fd=at.dir_fd, follow_symlinks=False)
+            return True
+        except FileNotFoundError:
+            return False
 
     # -- operations -------------------------------------------------------------
     def op_hello(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         dirs = [str(d) for d in self.policy.image_dirs]
-        return {"version": __version__, "pid": os.getpid(), "image_dirs": dirs,
-                "free": {d: self.policy.free_bytes(Path(d)) for d in dirs}}, b""
+        return {"version": __version__, "pid": os.getpid(), "image_dirs": dirs, "boot_id": _boot_id(),
+                "free": {d: self.policy.free_bytes_fd(fd) for d, fd in zip(dirs, self.policy.dir_fds,
+                                                                            strict=True)}}, b""
 
     def op_stat(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        path = self.policy.resolve(req["path"])
+        at = self.policy.locate(req.get("path"))
         try:
-            st = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            return {"exists": False, "size": 0, "allocated": 0, "incomplete": False,
-                    "free": self.policy.free_bytes(path.parent)}, b""
-        return {"exists": True, "size": st.st_size, "allocated": st.st_blocks * 512,
-                "incomplete": incomplete_mark(path).exists(), "free": self.policy.free_bytes(path.parent)}, b""
+            free = self.policy.free_bytes_fd(at.dir_fd)
+            try:
+                st = os.stat(at.name, dir_fd=at.dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return {"exists": False, "size": 0, "allocated": 0, "incomplete": False, "free": free}, b""
+            return {"exists": True, "size": st.st_size, "allocated": st.st_blocks * 512,
+                    "incomplete": self._mark_present(at), "free": free, "dev": st.st_dev, "ino": st.st_ino,
+                    "nlink": st.st_nlink, "problem": regular_file_problem(st)}, b""
+        finally:
+            at.close()
 
     def op_open(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        size = int(req["size"])
-        if size < 0:
-            raise LabmigError(f"negative size {size}", "send the source's size")
-        path = self.policy.resolve(req["path"])
-        existed = path.exists()
-        mark = incomplete_mark(path)
-        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.fsync(fd)
-        os.close(fd)
-        _, fd = self._fd(req["path"], create=True)
-        self.written[path] = _new_written_ranges()
-        old = os.fstat(fd).st_size
+        size = _int(req, "size", 0, MAX_OFFSET)
+        key = self.policy.key(req.get("path"))
+        self._close(key)
+        at = self.policy.locate(req.get("path"))
+        try:
+            return self._open(req, at, size, key)
+        except BaseException:
+            f = self.files.pop(key, None)
+            if f is not None:
+                f.close()
+            else:
+                at.close()
+            raise
+
+    def _open(self, req: dict[str, Any], at: Located, size: int, key: Path) -> tuple[dict[str, Any], bytes]:
+        name = req.get("path")
+        try:
+            before: os.stat_result | None = os.stat(at.name, dir_fd=at.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            before = None
+        if before is not None and (problem := regular_file_problem(before)):
+            # Refused before open(2): opening a device or FIFO can itself have effects.
+            raise PathRefused(f"{name!r} {problem}", "the helper writes only plain image files it owns")
+        mark = incomplete_mark(at.name).name
+        had_mark = self._mark_present(at)
+        mfd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=at.dir_fd)
+        try:
+            os.fsync(mfd)
+        finally:
+            os.close(mfd)
+        # The mark must be durable before the first byte changes: a crash from here on
+        # leaves the image marked incomplete (its directory entry needs a directory fsync).
+        os.fsync(at.dir_fd)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        try:
+            fd = os.open(at.name, flags, 0o600, dir_fd=at.dir_fd)
+        except OSError as exc:
+            if not had_mark:
+                os.unlink(mark, dir_fd=at.dir_fd)
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink swapped in after the check
+                raise PathRefused(f"{name!r} is a symlink", "replace the symlink by the file itself") from None
+            raise LabmigError(f"cannot open {name!r}: {exc.strerror}",
+                              "check the image directory's permissions and free space") from exc
+        st = os.fstat(fd)
+        problem = regular_file_problem(st)
+        if problem:
+            os.close(fd)
+            if not had_mark:
+                os.unlink(mark, dir_fd=at.dir_fd)
+            raise PathRefused(f"{name!r} {problem}", "the helper writes only plain image files it owns")
+        self.files[key] = OpenFile(at, fd, size, _new_written_ranges())
+        old = st.st_size
         if old != size:
-            os.ftruncate(fd, size)
-        fsync_dir(path.parent)
-        return {"existed": existed, "old_size": old}, b""
+            os.ftruncate(fd, size)   # a grown tail reads as zeros; the digests that follow compare it
+        os.fsync(at.dir_fd)
+        return {"existed": before is not None, "old_size": old}, b""
 
     def op_digests(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         import numpy as np
 
         from .. import core
 
-        _, fd = self._fd(req["path"])
-        bs = int(req["block_size"])
-        offset = int(req.get("offset", 0))
-        size = os.fstat(fd).st_size
-        length = int(req.get("length", size - offset))
+        f = self._file(req, "digests")
+        bs = _block_size(req)
+        seed = _seed(req)
+        size = os.fstat(f.fd).st_size
+        offset = _int(req, "offset", 0, MAX_OFFSET, 0)
+        length = _int(req, "length", 0, MAX_OFFSET, max(0, min(size - offset, MAX_SPAN)))
         length = max(0, min(length, size - offset))
+        if length > MAX_SPAN:
+            raise ProtocolError(f"digests of {length} bytes in one request (at most {MAX_SPAN})", _HINT)
         nblocks = (length + bs - 1) // bs
         out = np.zeros((nblocks, core.DIGEST_WORDS), dtype=np.uint64)
         if nblocks:
-            core.digest_file(fd, offset, length, bs, int(req["seed"]), out)
+            core.digest_file(f.fd, offset, length, bs, seed, out)
         return {"nblocks": nblocks, "length": length}, out.astype("<u8", copy=False).tobytes()
 
-    def _written(self, path: Path) -> WrittenRanges:
-        return self.written.setdefault(path, _new_written_ranges())
+    def _ranges(self, f: OpenFile) -> WrittenRanges:
+        if f.written is None:
+            f.written = _new_written_ranges()
+        return f.written
 
     def op_write(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        path, fd = self._fd(req["path"])
-        offset = int(req["offset"])
-        self._written(path).add(offset, len(data))
-        _write_all(fd, memoryview(data), offset)
+        offset = _int(req, "offset", 0, MAX_OFFSET)
+        f = self._writable(req, "write", offset, len(data))
+        if data:
+            self._ranges(f).add(offset, len(data))
+            f.unverified = True
+            _write_all(f.fd, memoryview(data), offset)
         return {"written": len(data)}, b""
 
     def op_zero(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        path, fd = self._fd(req["path"])
-        offset, length = int(req["offset"]), int(req["length"])
-        self._written(path).add(offset, length, zeroed=True)
-        _zero_range(fd, offset, length)
+        offset = _int(req, "offset", 0, MAX_OFFSET)
+        length = _int(req, "length", 0, MAX_SPAN)
+        f = self._writable(req, "zero", offset, length)
+        if length:
+            self._ranges(f).add(offset, length, zeroed=True)
+            f.unverified = True
+            _zero_range(f.fd, offset, length)
         return {}, b""
 
     def op_extents(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        path, fd = self._fd(req["path"])
-        unit, table_bytes = int(req["unit"]), int(req["table"])
-        if unit < 1 or not 0 <= table_bytes <= len(data):
-            raise ProtocolError(f"extents request with unit {unit} and a table of {table_bytes} bytes "
-                                f"in a payload of {len(data)}", "both sides must run the same labmig")
-        extents = unpack_extents(data[:table_bytes], unit, os.fstat(fd).st_size)
+        unit = _int(req, "unit", 1, MAX_BLOCK)
+        table_bytes = _int(req, "table", 0, len(data))
+        if unit & (unit - 1):
+            raise ProtocolError(f"extents request with unit {unit}, not a power of two", _HINT)
+        f = self._writable(req, "extents", 0, 0)
+        extents = unpack_extents(data[:table_bytes], unit, f.size)
         payload = memoryview(data)[table_bytes:]
         if sum(length for _, length, zero in extents if not zero) != len(payload):
-            raise ProtocolError("extents request whose data does not add up to its table",
-                                "both sides must run the same labmig")
-        written = self._written(path)
+            raise ProtocolError("extents request whose data does not add up to its table", _HINT)
+        if any(zero and length > MAX_SPAN for _, length, zero in extents):
+            raise ProtocolError(f"a zero extent larger than {MAX_SPAN} bytes", _HINT)
+        written = self._ranges(f)
+        if extents:
+            f.unverified = True
         for offset, length, zero in extents:
             written.add(offset, length, zeroed=zero)
             if zero:
-                _zero_range(fd, offset, length)
+                _zero_range(f.fd, offset, length)
                 continue
-            _write_all(fd, payload[:length], offset)
+            _write_all(f.fd, payload[:length], offset)
             payload = payload[length:]
         return {"extents": len(extents)}, b""
 
     def op_written_digest(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        path, fd = self._fd(req["path"])
-        return {}, self._written(path).digest(fd, int(req["block_size"]), int(req["seed"]))
-
-    def op_finish(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        path, fd = self._fd(req["path"])
-        os.fsync(fd)
-        mark = incomplete_mark(path)
-        if mark.exists():
-            mark.unlink()
-            fsync_dir(path.parent)
-        return {}, b""
+        f = self._file(req, "written_digest")
+        bs, seed = _block_size(req), _seed(req)
+        digest = self._ranges(f).digest(f.fd, bs, seed)
+        f.unverified = False   # everything written was read back; the controller compares
+        return {}, digest
 
     def op_verify(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         from ..blockcopy import stream_digest
 
-        _, fd = self._fd(req["path"])
+        f = self._file(req, "verify")
         algo = req.get("algo", "xxh3-128")
-        return {"digest": stream_digest(fd, os.fstat(fd).st_size, algo), "algo": algo}, b""
+        if algo not in ("xxh3-128", "sha256"):
+            raise ProtocolError(f"unknown digest {algo!r}", "use xxh3-128 or sha256")
+        digest = stream_digest(f.fd, os.fstat(f.fd).st_size, algo)
+        f.unverified = False
+        if f.written is not None:
+            f.written.clear()
+        return {"digest": digest, "algo": algo}, b""
+
+    def op_finish(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+        f = self._file(req, "finish")
+        name = req.get("path")
+        if f.unverified:
+            raise OutOfOrder(f"finish of {name!r} with writes that were not verified",
+                             "send written_digest or verify after the last write, then finish")
+        os.fsync(f.fd)
+        # The mark is dropped by name, so the name must still hold the file that was written
+        # and verified through the fd: a rename over it, or a new link, would make another
+        # file (or an outside one) complete.
+        try:
+            now = os.stat(f.at.name, dir_fd=f.at.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        st = os.fstat(f.fd)
+        if now is None or not _same_file(now, st):
+            raise PathRefused(f"{name!r} was replaced or removed while it was copied",
+                              "nothing else may write the destination's image directory during a copy; copy again")
+        problem = regular_file_problem(st)
+        if problem or st.st_size != f.size:
+            raise PathRefused(f"{name!r} changed while it was copied ({problem or 'its size changed'})",
+                              "nothing else may write the destination's image directory during a copy; copy again")
+        try:
+            os.unlink(incomplete_mark(f.at.name).name, dir_fd=f.at.dir_fd)
+        except FileNotFoundError:
+            pass
+        os.fsync(f.at.dir_fd)
+        f.finished = True
+        return {}, b""
 
     def op_close(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        self._close(self.policy.resolve(req["path"]))
+        self._close(self.policy.key(req.get("path")))
         return {}, b""
 
     def op_remove(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        path = self.policy.resolve(req["path"])
-        self._close(path)
-        removed = False
-        for p in (path, incomplete_mark(path)):
-            try:
-                p.unlink()
-                removed = removed or p == path
-            except FileNotFoundError:
-                pass
-        fsync_dir(path.parent)
-        return {"removed": removed}, b""
+        self._close(self.policy.key(req.get("path")))
+        at = self.policy.locate(req.get("path"))
+        try:
+            removed = False
+            for name in (at.name, incomplete_mark(at.name).name):
+                try:
+                    # unlinkat removes the name in this directory only (never a symlink's target).
+                    os.unlink(name, dir_fd=at.dir_fd)
+                    removed = removed or name == at.name
+                except FileNotFoundError:
+                    pass
+            os.fsync(at.dir_fd)
+            return {"removed": removed}, b""
+        finally:
+            at.close()
+
+    def op_token(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+        action = req.get("action")
+        at = self.policy.locate(req.get("path"))
+        try:
+            if action == "create":
+                token = secrets.token_hex(16)
+                name = TOKEN_PREFIX + secrets.token_hex(8)
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                             dir_fd=at.dir_fd)
+                try:
+                    _write_all(fd, memoryview(token.encode()), 0)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                return {"name": name, "value": token}, b""
+            token_name = req.get("name")
+            if not (isinstance(token_name, str) and token_name.startswith(TOKEN_PREFIX)
+                    and len(token_name) == len(TOKEN_PREFIX) + 16
+                    and all(c in "0123456789abcdef" for c in token_name[len(TOKEN_PREFIX):])):
+                raise PathRefused(f"{token_name!r} is not a token name", "send the name token create returned")
+            if action == "read":
+                return {"value": read_token(at.dir_fd, token_name)}, b""
+            if action == "remove":
+                try:
+                    os.unlink(token_name, dir_fd=at.dir_fd)
+                except FileNotFoundError:
+                    pass
+                return {}, b""
+            raise ProtocolError(f"unknown token action {action!r}", "use create, read or remove")
+        finally:
+            at.close()
 
     def op_netdev(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
-        name = str(req["name"])
-        if not name or "/" in name or name.startswith("-") or len(name) > 15:
+        name = req.get("name")
+        if not isinstance(name, str) or not name or "/" in name or "\x00" in name or name.startswith("-") \
+                or len(name) > 15:
             raise PathRefused(f"bad network device name {name!r}", "send an interface name like br0")
         try:
             import socket
@@ -245,29 +455,55 @@ class Agent:
 
     # -- loop -------------------------------------------------------------------
     def serve(self, inp: BinaryIO, out: BinaryIO) -> None:
+        try:
+            self._serve(inp, out)
+        finally:
+            for key in list(self.files):
+                self._close(key)
+
+    def _serve(self, inp: BinaryIO, out: BinaryIO) -> None:
         while True:
-            frame = read_frame(inp)
+            try:
+                frame = read_frame(inp, skip_bad=True)
+            except FrameRefused as exc:  # the frame was read whole: the stream is still in step
+                write_frame(out, {"ok": False, "error": exc.message, "hint": exc.hint, "kind": type(exc).__name__})
+                continue
             if frame is None:
                 break
             req, data, _ = frame
-            op = str(req.get("op", ""))
+            op = req.get("op")
+            op = op if isinstance(op, str) else ""
             if op == "bye":
                 write_frame(out, {"ok": True})
                 break
-            handler = getattr(self, f"op_{op}", None)
+            handler = getattr(self, f"op_{op}", None) if op.isidentifier() else None
             try:
                 if handler is None:
-                    raise LabmigError(f"unknown operation {op!r}", "both sides must run the same labmig")
+                    raise LabmigError(f"unknown operation {op[:64]!r}", _HINT)
                 reply, payload = handler(req, data)
-                write_frame(out, {"ok": True, **reply}, payload)
             except LabmigError as exc:
                 write_frame(out, {"ok": False, "error": exc.message, "hint": exc.hint, "kind": type(exc).__name__})
-            except (OSError, KeyError, ValueError, TypeError) as exc:
+                continue
+            except Exception as exc:  # any request, however odd, gets an answer; the helper stays up
                 log.debug("%s failed", op, exc_info=True)
-                write_frame(out, {"ok": False, "error": f"{op} failed: {exc}", "kind": type(exc).__name__,
+                write_frame(out, {"ok": False, "error": f"{op[:64]} failed: {exc}"[:2000], "kind": type(exc).__name__,
                                   "hint": "check the destination's image directory and free space"})
-        for path in list(self.fds):
-            self._close(path)
+                continue
+            write_frame(out, {"ok": True, **reply}, payload)
+
+
+def read_token(dir_fd: int, name: str) -> str | None:
+    """The value of the token file ``name`` in ``dir_fd``, or None when there is none."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 64).decode("ascii", "replace")
+    finally:
+        os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,7 +516,14 @@ def main(argv: list[str] | None = None) -> int:
     except LabmigError as exc:
         print(f"labmig-agent: {exc}", file=sys.stderr)
         return 2
-    Agent(policy).serve(sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        Agent(policy).serve(sys.stdin.buffer, sys.stdout.buffer)
+    except (ProtocolError, BrokenPipeError) as exc:
+        # The stream was cut in the middle of a frame, or the controller is gone: nothing to answer.
+        print(f"labmig-agent: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        policy.close()
     return 0
 
 

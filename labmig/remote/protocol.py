@@ -5,7 +5,9 @@ then — when the object has ``"payload": n`` — n raw bytes. Requests carry ``
 replies carry ``"ok": true`` or ``"ok": false`` with ``"error"`` and ``"hint"``.
 Binary data (extents, digests) travels as payload, never inside the JSON.
 
-    write_frame, read_frame       one frame out / in
+    write_frame, read_frame       one frame out / in; ``read_frame(skip_bad=True)`` (the
+                                  helper's side) reads a bad frame whole and raises
+                                  FrameRefused, so the stream stays in step
     pack_extents, unpack_extents  the table of an ``extents`` request: many extents
                                   in one frame, a few bytes each (see pack_extents)
 """
@@ -18,12 +20,32 @@ from typing import IO, Any
 from ..errors import CopyError
 
 MAX_HEADER = 1 << 20        # a JSON header larger than this is a protocol error
-MAX_PAYLOAD = 1 << 30
+MAX_PAYLOAD = 64 << 20      # an extents batch is 8 MiB and one extent at most, digests a few MiB
+MAX_DEPTH = 32              # nesting of a JSON header (requests and replies are flat)
+_SKIP_CHUNK = 1 << 20
 _LEN = struct.Struct(">I")
 
 
 class ProtocolError(CopyError):
     """The other side sent something that is not a frame (or closed the stream)."""
+
+
+class FrameRefused(ProtocolError):
+    """A frame was read whole but is not a request: answered with an error, the stream goes on."""
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deeply lists and objects nest in ``value`` (stops counting past ``limit``)."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, d = level.pop()
+        if isinstance(item, (dict, list)):
+            d += 1
+            deepest = max(deepest, d)
+            if d > limit:
+                return d
+            level.extend((v, d) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def write_frame(stream: IO[bytes], header: dict[str, Any], payload: bytes | memoryview = b"") -> int:
@@ -52,8 +74,21 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(stream: IO[bytes]) -> tuple[dict[str, Any], bytes, int] | None:
-    """Read one frame: (header, payload, bytes read), or None at a clean end of stream."""
+def _skip(stream: IO[bytes], n: int) -> None:
+    while n:
+        chunk = _read_exact(stream, min(n, _SKIP_CHUNK))
+        n -= len(chunk)
+
+
+def read_frame(stream: IO[bytes], skip_bad: bool = False) -> tuple[dict[str, Any], bytes, int] | None:
+    """Read one frame: (header, payload, bytes read), or None at a clean end of stream.
+
+    With ``skip_bad`` a frame that can be read whole but is not a good request (header
+    too large or not a JSON object, nested too deeply, payload too large) is read and
+    dropped, then FrameRefused is raised; without it, ProtocolError. A stream cut short
+    raises ProtocolError either way.
+    """
+    bad = FrameRefused if skip_bad else ProtocolError
     first = stream.read(_LEN.size)
     if not first:
         return None
@@ -61,17 +96,29 @@ def read_frame(stream: IO[bytes]) -> tuple[dict[str, Any], bytes, int] | None:
         first += _read_exact(stream, _LEN.size - len(first))
     (size,) = _LEN.unpack(first)
     if size > MAX_HEADER:
-        raise ProtocolError(f"frame header of {size} bytes is too large", "both sides must run the same labmig")
+        if skip_bad:
+            _skip(stream, size)
+        raise bad(f"frame header of {size} bytes is too large", "both sides must run the same labmig")
     try:
         header = json.loads(_read_exact(stream, size))
-    except ValueError as exc:
-        raise ProtocolError("frame header is not JSON", "both sides must run the same labmig") from exc
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and integers of too many digits;
+        # RecursionError a header nested deeper than the parser's recursion limit.
+        raise bad("frame header is not JSON", "both sides must run the same labmig") from exc
     if not isinstance(header, dict):
-        raise ProtocolError("frame header is not an object", "both sides must run the same labmig")
-    n = int(header.get("payload", 0) or 0)
-    if n < 0 or n > MAX_PAYLOAD:
-        raise ProtocolError(f"payload of {n} bytes is out of range", "both sides must run the same labmig")
+        raise bad("frame header is not an object", "both sides must run the same labmig")
+    n = header.get("payload", 0) or 0
+    if type(n) is not int:
+        raise bad(f"payload length {str(n)[:40]!r} is not an integer", "both sides must run the same labmig")
+    if n < 0:
+        raise bad(f"payload of {n} bytes is out of range", "both sides must run the same labmig")
+    if n > MAX_PAYLOAD:
+        if skip_bad:
+            _skip(stream, n)
+        raise bad(f"payload of {n} bytes is out of range", "both sides must run the same labmig")
     payload = _read_exact(stream, n) if n else b""
+    if _depth(header, MAX_DEPTH) > MAX_DEPTH:
+        raise bad(f"frame header nests deeper than {MAX_DEPTH} levels", "both sides must run the same labmig")
     return header, payload, _LEN.size + size + n
 
 

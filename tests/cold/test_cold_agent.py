@@ -38,8 +38,9 @@ def test_open_write_digest_finish_verify(agent):
         want = xxhash.xxh3_128_intdigest(data[i * bs:(i + 1) * bs], seed=42)
         assert (int(got[i, 0]) | (int(got[i, 1]) << 64)) == want
     a.call("zero", path="d.img", offset=bs, length=bs)
-    a.call("finish", path="d.img")
     expect = data[:bs] + bytes(bs) + data[2 * bs:]
+    assert a.call("verify", path="d.img")[0]["digest"] == xxhash.xxh3_128(expect).hexdigest()
+    a.call("finish", path="d.img")
     assert (images / "d.img").read_bytes() == expect
     st = a.call("stat", path="d.img")[0]
     assert st["incomplete"] is False and st["size"] == len(expect)

@@ -40,9 +40,11 @@ def test_escaping_symlinks_are_refused(policy, tmp_path):
     (images / "inner.img").symlink_to(images / "ok.img")
     with pytest.raises(PathRefused, match="symlink"):
         policy.resolve("link.img")
-    with pytest.raises(PathRefused, match="outside"):
+    with pytest.raises(PathRefused, match="symlink is not followed"):
         policy.resolve("dirlink/x.img")
-    assert policy.resolve("inner.img") == (images / "ok.img").resolve()
+    # A symlink is refused even when it points inside: only the file itself is written.
+    with pytest.raises(PathRefused, match="symlink"):
+        policy.resolve("inner.img")
 
 
 def test_directories_are_refused(policy, tmp_path):
@@ -55,3 +57,25 @@ def test_missing_image_dir_is_a_clear_error(tmp_path):
     with pytest.raises(Exception) as info:
         ImagePolicy([tmp_path / "nope"])
     assert "does not exist" in str(info.value)
+
+
+def test_sub_directories_are_walked_without_following_symlinks(policy, tmp_path):
+    images = tmp_path / "images"
+    (images / "sub").mkdir()
+    root = os.path.realpath(images)
+    assert str(policy.resolve("sub/g.img")) == os.path.join(root, "sub", "g.img")
+    assert str(policy.resolve(os.path.join(str(images), "sub", "g.img"))) == os.path.join(root, "sub", "g.img")
+    with pytest.raises(PathRefused, match="does not exist"):
+        policy.resolve("nosub/g.img")
+    (images / "file").write_bytes(b"")
+    with pytest.raises(PathRefused, match="not a directory"):
+        policy.resolve("file/g.img")
+
+
+def test_located_names_are_one_component_in_a_directory_fd(policy, tmp_path):
+    at = policy.locate("g1.img")
+    try:
+        assert at.name == "g1.img" and not at.owned
+        assert os.path.samestat(os.fstat(at.dir_fd), os.stat(tmp_path / "images"))
+    finally:
+        at.close()
