@@ -21,7 +21,8 @@
 The contract: ``run`` returns a MigrationResult whatever happens to the migration —
 completed, did not converge, aborted, rolled back, failed — with its outcome and a
 message saying where the VM is. It raises only before anything changed: bad input
-(:class:`InvalidInput`) or a failed pre-check (:class:`PrecheckFailed`). Ctrl-C still
+(:class:`InvalidInput`) or a failed pre-check (:class:`PrecheckFailed`; VMBusy, another
+labmig process holding the VM's lock, is one: see labmig.vmlock). Ctrl-C still
 interrupts, after the rollback.
 
 On the local lab, a real run whose spec states a link rate (``spec.link_given``) shapes
@@ -358,13 +359,15 @@ class ColdBackend:
             on_event: EventCallback | None = None, abort: AbortFlag | None = None) -> MigrationResult:
         from .cold.migration import ColdMigration, ColdPlan
         from .live.probe import probe_for
+        from .vmlock import vm_lock
 
         _check_kind(self, spec)
         plan = ColdPlan.from_spec(spec)
         if abort is not None and abort.is_set():
             return _not_started(spec, "libvirt", "aborted before the start")
-        with ColdMigration(plan, on_point=on_point, on_event=on_event, probe=probe_for(spec.vm.name),
-                           progress=self.progress) as mig:
+        # The VM's lock before the lab's link is shaped for the run (mig.run() takes it again).
+        with vm_lock(plan.vm), ColdMigration(plan, on_point=on_point, on_event=on_event,
+                                             probe=probe_for(spec.vm.name), progress=self.progress) as mig:
             with _lab_link(spec, mig.src.host, mig.dst.host, mig.note) as shaped:
                 try:
                     result = mig.run()

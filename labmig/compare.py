@@ -101,8 +101,18 @@ def compare_on_hosts(vm: str, source: str, destination: str, live_options: Any =
 
     ``live_options`` is a LiveOptions (``max_bandwidth`` caps the stream), ``cold_options``
     a ColdRunOptions; ``link_rate`` shapes the local lab's link for both legs. Raises
-    LiveLegFailed, before any cold leg, when the live one does not complete.
+    LiveLegFailed, before any cold leg, when the live one does not complete. Holds the VM's
+    lock (labmig.vmlock) from the first leg to the end of the second, so no other labmig
+    process acts on the VM in between; each leg takes it again (re-entrant).
     """
+    from .vmlock import vm_lock
+
+    with vm_lock(vm):
+        return _both_legs(vm, source, destination, live_options, cold_options, on_event, link_rate, backends)
+
+
+def _both_legs(vm: str, source: str, destination: str, live_options: Any, cold_options: Any,
+               on_event: Any, link_rate: Any, backends: Mapping[str, Any] | None) -> Comparison:
     from .backends import ColdBackend, LiveBackend, live_spec
     from .cold.migration import ColdRunOptions
     from .spec import VM, MigrationSpec

@@ -12,6 +12,7 @@ traceback keeps both.
     │   └── VerifyFailed    the destination does not match the source after copying
     ├── LabError            the local lab could not be set up, used or torn down
     ├── PrecheckFailed      a migration pre-check said no (nothing was changed)
+    │   └── VMBusy          another labmig process holds the VM's lock (labmig.vmlock)
     └── MigrationFailed     a migration failed; ``rolled_back`` says where the VM is
 """
 from __future__ import annotations

@@ -10,19 +10,38 @@
 
 Each writes its intention to the journal before acting, so a crash in the middle of
 a confirm or revert is itself finished by the next ``recover``.
+
+Each holds the VM's lock (labmig.vmlock) while it acts, and a VM another process holds
+is refused (VMBusy). ``recover()`` with no VM named skips every journal whose VM is
+locked, by another process or by this one (a migration in another thread): it reports
+it as "skipped: being migrated by pid N …" and leaves the journal to its migration.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Concatenate, ParamSpec, TypeVar
 
+from ..vmlock import VMBusy, held_here, holder, vm_lock
 from .hostops import recover_journal
 from .journal import Journal, JournalError, JournalState, Step, all_journals
 from .sides import cold_host_from
 
 log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _locked(fn: Callable[Concatenate[str, _P], _T]) -> Callable[Concatenate[str, _P], _T]:
+    """Run ``fn(vm, ...)`` holding the VM's lock (re-entrant: a migration of this process may hold it)."""
+    @functools.wraps(fn)
+    def locked(vm: str, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with vm_lock(vm):
+            return fn(vm, *args, **kwargs)
+    return locked
 
 
 @dataclass
@@ -73,6 +92,7 @@ def _recover(journal: Journal, state: JournalState) -> Finished:
     return Finished(state.vm, rplan.target, rplan.final_step, rplan.reason, rplan.actions)
 
 
+@_locked
 def confirm(vm: str, delete_source_disks: bool = False,
             journal_dir: str | os.PathLike[str] | None = None) -> Finished:
     journal, _ = _awaiting(vm, journal_dir)
@@ -81,6 +101,7 @@ def confirm(vm: str, delete_source_disks: bool = False,
     return done
 
 
+@_locked
 def revert(vm: str, journal_dir: str | os.PathLike[str] | None = None) -> Finished:
     journal, _ = _awaiting(vm, journal_dir)
     done = _finish(journal, Step.REVERT_STARTED)
@@ -89,7 +110,27 @@ def revert(vm: str, journal_dir: str | os.PathLike[str] | None = None) -> Finish
 
 
 def recover(vm: str | None = None, journal_dir: str | os.PathLike[str] | None = None) -> list[Finished]:
-    journals = [Journal(vm, journal_dir)] if vm else all_journals(journal_dir)
+    """Finish ``vm``'s journal (holding its lock), or every journal whose VM no one holds."""
+    if vm:
+        with vm_lock(vm):
+            return _recover_journals([Journal(vm, journal_dir)])
+    out = []
+    for journal in all_journals(journal_dir):
+        try:
+            if held_here(journal.vm):   # a migration in another thread of this process
+                raise VMBusy(journal.vm, holder(journal.vm))
+            with vm_lock(journal.vm):
+                out.extend(_recover_journals([journal]))
+        except VMBusy as exc:
+            state = journal.state()
+            if state is not None and not state.finished:
+                by = exc.holder.words() if exc.holder else "another labmig process"
+                log.info("recover: %s is locked by %s: skipped", journal.vm, by)
+                out.append(Finished(journal.vm, "nothing", state.last, f"skipped: being migrated by {by}"))
+    return out
+
+
+def _recover_journals(journals: list[Journal]) -> list[Finished]:
     out = []
     for journal in journals:
         state = journal.state()

@@ -5,7 +5,12 @@
                   before the step's action runs; ``state()`` reads it back
     JournalState  what the records say: the plan, the last step, what was copied
     journal_dir()  where journals live: $LABMIG_JOURNAL_DIR, else ~/.local/state/labmig/cold,
-                   one folder per lab name ($LABMIG_LAB)
+                   one folder per lab name ($LABMIG_LAB, as ``lab_scope()`` names it)
+
+A VM's journal is ``VM.jsonl``, its name mapped by labmig.fsutil.name_to_file (the VM
+locks use the same mapping), so "web 1" and "web_1" keep two journals. A journal written
+under the older mapping (anything outside [A-Za-z0-9_.@+-] replaced by "_") is still
+found: by its VM's own journal when the new file does not exist, and by ``all_journals``.
 
 A record is written *before* the action it names has any effect that recovery
 must undo, so the last record bounds how far the flow got. A crash while a line
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InvalidInput, LabmigError
-from ..fsutil import fsync_dir
+from ..fsutil import file_to_name, fsync_dir, name_to_file
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,7 @@ class JournalState:
         return step in self.steps
 
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.@+-]")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.@+-]")   # lab folders; VM journals before name_to_file
 
 
 def default_journal_root() -> Path:
@@ -104,21 +109,44 @@ def default_journal_root() -> Path:
     return Path(base) / "labmig" / "cold"
 
 
+def lab_scope() -> str:
+    """The folder name of the current lab ($LABMIG_LAB, default labmig) under a root."""
+    return _SAFE_NAME.sub("_", os.environ.get("LABMIG_LAB") or "labmig")
+
+
 def journal_dir(root: Path | None = None) -> Path:
     """Journals of the current lab (``$LABMIG_LAB`` keeps labs apart)."""
-    scope = os.environ.get("LABMIG_LAB") or "labmig"
-    return (root or default_journal_root()) / _SAFE_NAME.sub("_", scope)
+    return (root or default_journal_root()) / lab_scope()
+
+
+def _first_vm(path: Path) -> str | None:
+    """The VM named in a journal file's first record (None if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return str(json.loads(f.readline())["data"]["vm"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class Journal:
     """The journal of one VM's cold migration."""
 
-    def __init__(self, vm: str, directory: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, vm: str, directory: str | os.PathLike[str] | None = None,
+                 path: str | os.PathLike[str] | None = None) -> None:
         if not vm or "/" in vm or "\x00" in vm:
             raise InvalidInput(f"bad VM name {vm!r}", "use the libvirt domain name")
         self.vm = vm
         self.directory = Path(directory) if directory else journal_dir()
-        self.path = self.directory / (_SAFE_NAME.sub("_", vm) + ".jsonl")
+        self.path = Path(path) if path else self.directory / (name_to_file(vm) + ".jsonl")
+        if not path and not self.path.exists():
+            legacy = self.directory / (_SAFE_NAME.sub("_", vm) + ".jsonl")
+            if legacy != self.path and legacy.exists() and _first_vm(legacy) == vm:
+                self.path = legacy      # written before VM names were percent-encoded
+        elif not path:
+            owner = _first_vm(self.path)
+            if owner is not None and owner != vm:   # an older journal of a VM whose name mapped here
+                raise JournalError(f"journal {self.path} belongs to VM {owner!r}, not {vm!r}",
+                                   f"finish that migration first: `labmig recover '{owner}'`")
         self.crash_hook: Callable[[str], None] | None = crash_if_asked
 
     # -- reading --------------------------------------------------------------
@@ -173,6 +201,7 @@ class Journal:
                                f"run `labmig recover`, or `labmig confirm {self.vm}` / `labmig revert {self.vm}`")
         if current is not None:
             self.archive()
+        self.path = self.directory / (name_to_file(self.vm) + ".jsonl")   # a new journal: today's name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.append(Step.BEGIN, **plan)
         fsync_dir(self.directory)
@@ -211,10 +240,13 @@ def all_journals(directory: str | os.PathLike[str] | None = None) -> list[Journa
         return []
     out = []
     for p in sorted(d.glob("*.jsonl")):
-        first = p.read_text().split("\n", 1)[0]
-        try:
-            vm = json.loads(first)["data"]["vm"]
-        except (ValueError, KeyError, TypeError):
-            vm = p.stem
-        out.append(Journal(vm, d))
+        vm = _first_vm(p)
+        if vm is None:
+            try:
+                vm = file_to_name(p.stem)
+            except UnicodeError:
+                vm = p.stem
+            if "/" in vm or "\x00" in vm:
+                vm = p.stem
+        out.append(Journal(vm, d, path=p))
     return out

@@ -16,7 +16,8 @@ shut the guest down (ACPI, then forced after the deadline) → per local disk: t
 block-level delta copy to the destination's helper, verified → define on the
 destination → undefine on the source (its definition stays in the journal for a
 revert) → start on the destination → wait for the guest → awaiting confirm.
-Disks on shared storage are not copied (and the result says so).
+Disks on shared storage are not copied (and the result says so). ``run()`` holds the
+VM's lock (labmig.vmlock) throughout, so a second labmig process cannot act on the VM.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ..blockcopy import VERIFY_MODES
 from ..errors import InvalidInput, LabmigError, MigrationFailed, PrecheckFailed
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..units import format_duration, format_size, parse_duration, parse_size
+from ..vmlock import vm_lock
 from . import domxml
 from .hostops import HostOps, recover_journal
 from .journal import CRASH_ENV, Journal, Step, crash_if_asked
@@ -250,6 +252,12 @@ class ColdMigration:
 
     # -- the flow -----------------------------------------------------------------
     def run(self) -> MigrationResult:
+        """Migrate, holding the VM's lock (labmig.vmlock) for the whole run: another labmig
+        process acting on the VM makes it raise VMBusy before anything changes."""
+        with vm_lock(self.plan.vm):
+            return self._run()
+
+    def _run(self) -> MigrationResult:
         self._t0 = time.monotonic()
         state = self.journal.state()
         if state is not None and not state.finished and not state.awaiting_confirm:

@@ -19,6 +19,9 @@ While a live migration runs, SIGTERM and SIGHUP (``kill PID``, a closed terminal
 supervisor stopping labmig) stop it as Ctrl-C does: the job is aborted and rolled back,
 and the command exits with 128 + the signal's number. Killed outright instead, labmig
 left libvirt's job running with nobody to steer, time out or abort it.
+
+``labmig status`` shows beside a VM the labmig process that holds its lock
+(labmig.vmlock); ``labmig abort`` takes no lock (cmd_abort says why).
 """
 from __future__ import annotations
 
@@ -269,10 +272,24 @@ def cmd_migrate_live(args: argparse.Namespace) -> int:
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
+    """Cancel the VM's live migration job, without the VM's lock (labmig.vmlock).
+
+    The lock is held by the migration being aborted, for as long as it runs: waiting for
+    it would wait for the very thing abort is meant to stop. Taking no lock is safe: abort
+    only asks libvirt to cancel the job (abortJob), libvirt serialises that with the job
+    itself, and the migrating process, which still holds the lock, sees the job end and
+    rolls back. Abort changes nothing else on either host.
+    """
     from ..live.migration import find_migrating
+    from ..vmlock import holder
 
     found = find_migrating(args.vm, _hosts(args.host))
     if found is None:
+        busy = holder(args.vm)
+        if busy is not None:
+            raise InvalidInput(f"{args.vm} has no live migration job to abort; it is held by {busy.words()}",
+                               "a cold migration stops and rolls back on Ctrl-C in its terminal; "
+                               f"killed (kill {busy.pid}), it is rolled back by `labmig recover`")
         raise InvalidInput(f"{args.vm} is not migrating on any host", "`labmig status` shows running jobs")
     host, dom = found
     try:
@@ -288,6 +305,7 @@ def host_status(host: Any) -> dict[str, Any]:
     import libvirt
 
     from ..hosts import HostUnreachable
+    from ..vmlock import holder
 
     entry: dict[str, Any] = {"host": host.name, "uri": host.uri, "reachable": True, "vms": []}
     try:
@@ -302,6 +320,10 @@ def host_status(host: Any) -> dict[str, Any]:
         try:
             state = dom.state()[0]
             vm = {"name": dom.name(), "state": names.get(state, str(state)), "persistent": bool(dom.isPersistent())}
+            busy = holder(vm["name"])
+            if busy is not None:
+                vm["locked_by"] = {"pid": busy.pid, "host": busy.host, "command": busy.command,
+                                   "since": busy.started}
             if dom.isActive():
                 info = dom.jobInfo()
                 if info[0] != libvirt.VIR_DOMAIN_JOB_NONE:
@@ -318,6 +340,8 @@ def host_status(host: Any) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ..vmlock import Holder
+
     entries = [host_status(h) for h in _hosts(args.host)]
     if args.json:
         print(json.dumps(entries, indent=2))
@@ -335,5 +359,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             if job:
                 extra = (f"  migrating: {format_duration(job['elapsed'])}, pass {job['pass']}, "
                          f"{job['memory_done_pct']}% of memory sent")
+            lock = vm.get("locked_by")
+            if lock:
+                extra += "  held by " + Holder(lock["pid"], lock["host"], lock["command"], lock["since"]).words()
             print(f"  {vm['name']:<20} {vm['state']}{'' if vm['persistent'] else ' (transient)'}{extra}")
     return 0

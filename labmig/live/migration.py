@@ -1,8 +1,9 @@
 """``LiveMigration``: one real live migration, watched, steered and always cleaned up.
 
-    LiveMigration   context manager: ``__enter__`` connects and runs the pre-checks,
-                    ``run()`` migrates and returns a MigrationResult, ``__exit__`` aborts
-                    a job still running and rolls back. Thread-safe ``abort()``,
+    LiveMigration   context manager: ``__enter__`` takes the VM's lock (labmig.vmlock),
+                    connects and runs the pre-checks, ``run()`` migrates and returns a
+                    MigrationResult, ``__exit__`` aborts a job still running, rolls back
+                    and releases the lock. Thread-safe ``abort()``,
                     ``set_bandwidth()``, ``set_max_downtime()``, ``start_postcopy()``
                     for callbacks, widgets and signal handlers
     InterruptionProbe  what a client-side probe must offer: start(), stop() → longest gap
@@ -23,6 +24,7 @@ poll, at most QEMU's final rate x its downtime went while the guest was paused
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -32,6 +34,7 @@ from ..errors import InvalidInput, LabmigError, MigrationFailed
 from ..hosts import Host, HostUnreachable, resolve_host
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..units import format_duration, format_rate
+from ..vmlock import vm_lock
 from ..watchdog import HostUnresponsive
 from .plan import LivePlan, bandwidth_mib
 from .policies import JobSample, Policy, make_policy
@@ -87,11 +90,18 @@ class LiveMigration:
         self._completed_stats: dict | None = None
         self._sample_bytes: list[tuple[int, int]] = []
         self._final_downtime = 0.0
+        self._vm_lock = contextlib.ExitStack()
 
     # -- lifecycle ---------------------------------------------------------------
 
     def __enter__(self) -> "LiveMigration":
-        self.prepare()
+        # The VM's lock (labmig.vmlock), from the pre-checks until the rollback in __exit__ is done.
+        self._vm_lock.enter_context(vm_lock(self.plan.vm))
+        try:
+            self.prepare()
+        except BaseException:
+            self._vm_lock.close()
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -99,7 +109,10 @@ class LiveMigration:
             if self._running:
                 self.abort("leaving the migration context while it still ran")
         finally:
-            self.close()
+            try:
+                self.close()
+            finally:
+                self._vm_lock.close()
 
     def prepare(self) -> PrecheckReport:
         """Connect and run every pre-check; raises PrecheckFailed before anything changes."""
@@ -189,7 +202,15 @@ class LiveMigration:
     # -- the run -----------------------------------------------------------------
 
     def run(self, check: bool = False) -> MigrationResult:
-        """Migrate; returns the result whatever happened. ``check=True`` raises MigrationFailed on failure."""
+        """Migrate; returns the result whatever happened. ``check=True`` raises MigrationFailed on failure.
+
+        Holds the VM's lock for the run (re-entrant: ``with LiveMigration(...)`` took it already);
+        another labmig process acting on the VM makes it raise VMBusy before anything changes.
+        """
+        with vm_lock(self.plan.vm):
+            return self._run(check)
+
+    def _run(self, check: bool) -> MigrationResult:
         if self.report is None:
             self.prepare()
         import libvirt

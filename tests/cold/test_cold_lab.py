@@ -196,3 +196,52 @@ def test_killed_during_revert_and_confirm_then_recover(lab, guest, journal):
     assert _labmig(["recover"], env).returncode == 0
     assert guest.where() == {"lab2": "running"}          # the confirm was finished
     assert not os.path.exists(guest.disk_outside("lab1"))
+
+
+def _start_cli(lab, *args):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "labmig", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "LABMIG_LAB": lab.name})
+
+
+def test_two_cold_migrations_of_one_vm_started_together(lab, guest, journal):
+    """One runs; the other stops at once on the VM's lock, naming the first; the VM ends on one host."""
+    from labstate import communicate
+
+    args = ("migrate", "cold", "coldt", "--from", "lab1", "--to", "lab2", "--shutdown-timeout", "1s", "--confirm")
+    procs = [_start_cli(lab, *args), _start_cli(lab, *args)]
+    outs = [communicate(p, 300, "`labmig migrate cold coldt`", lab) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(code == 0 for code in codes) == [False, True], (codes, outs)
+    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+    assert codes[loser] == 3, outs[loser]
+    assert f"being migrated by pid {procs[winner].pid} (" in outs[loser][1], outs[loser]
+    assert "hint:" in outs[loser][1]
+    assert guest.where() == {"lab2": "running"}
+
+
+def test_recover_leaves_a_running_cold_migration_alone(lab, guest, journal):
+    """The issue's case: `labmig recover` while a cold migration runs skips its journal."""
+    import time
+
+    from labstate import communicate
+
+    path = journal / lab.name / "coldt.jsonl"
+    mig = _start_cli(lab, "migrate", "cold", "coldt", "--to", "lab2", "--shutdown-timeout", "1s", "--confirm")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and mig.poll() is None:
+        if path.exists() and '"step":"source-stopped"' in path.read_text():
+            break
+        time.sleep(0.02)
+    assert mig.poll() is None, "the migration ended before its source was stopped"
+    rec = _start_cli(lab, "recover")
+    out, err = communicate(rec, 120, "`labmig recover`", lab)
+    still_running = mig.poll() is None
+    mout, merr = communicate(mig, 300, "`labmig migrate cold coldt`", lab)
+    assert rec.returncode == 0, err
+    assert mig.returncode == 0, (mout, merr)
+    if still_running:
+        assert f"coldt: skipped: being migrated by pid {mig.pid}" in out, out
+    assert guest.where() == {"lab2": "running"}
