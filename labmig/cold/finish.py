@@ -2,6 +2,8 @@
 
     confirm(vm)   the VM stays on the destination; the source's saved definition is
                   dropped, and with ``delete_source_disks`` its disk files are removed
+                  (refused, nothing deleted, unless each destination copy exists, is
+                  complete and is another file: hostops.check_source_disks_deletable)
     revert(vm)    the VM goes back to the source, untouched since it was shut down;
                   the destination's definition goes (its disk files stay as a seed for
                   the next attempt's delta copy)
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Concatenate, ParamSpec, TypeVar
 
 from ..vmlock import VMBusy, held_here, holder, vm_lock
-from .hostops import recover_journal
+from .hostops import agent_for, check_source_disks_deletable, recover_journal
 from .journal import Journal, JournalError, JournalState, Step, all_journals
 from .sides import cold_host_from
 
@@ -95,10 +97,22 @@ def _recover(journal: Journal, state: JournalState) -> Finished:
 @_locked
 def confirm(vm: str, delete_source_disks: bool = False,
             journal_dir: str | os.PathLike[str] | None = None) -> Finished:
-    journal, _ = _awaiting(vm, journal_dir)
+    journal, state = _awaiting(vm, journal_dir)
+    if delete_source_disks:
+        _check_deletion(state)   # refused here, the VM still awaits confirm and nothing changed
     done = _finish(journal, Step.CONFIRM_STARTED, delete_source_disks=delete_source_disks)
     done.reason = "confirmed" + (": source disks deleted" if delete_source_disks else "")
     return done
+
+
+def _check_deletion(state: JournalState) -> None:
+    """Every local disk's destination copy must exist, be complete and be another file (hostops)."""
+    local = [disk for disk in state.plan.get("disks", []) if disk.get("kind") == "local"]
+    if not local:
+        return
+    src, dst = cold_host_from(state.plan["source"]), cold_host_from(state.plan["destination"])
+    with agent_for(src) as src_agent, agent_for(dst) as dst_agent:
+        check_source_disks_deletable(local, src_agent, dst_agent)
 
 
 @_locked

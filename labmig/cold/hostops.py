@@ -10,6 +10,9 @@
                        `labmig recover` all go through it)
     agent_for()        starts the disk helper on a host through ssh
     copy_disk()        one disk's delta copy to a helper (see labmig.remote.destination)
+    check_source_disks_deletable()  before ``confirm --delete-source-disks`` removes a
+                       source disk: its destination copy exists, is complete, and is
+                       another file (labmig.remote.samefile); otherwise nothing is deleted
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import logging
 import time
 from typing import Any, Callable
 
+from ..errors import PrecheckFailed
 from ..hosts import Host
 from . import recovery as R
 from .journal import Journal, JournalState
@@ -159,7 +163,8 @@ def execute_recovery(rplan: R.RecoveryPlan, state: JournalState, src: ColdHost, 
         elif action == R.DELETE_SOURCE_DISKS:
             local = [disk for disk in plan.get("disks", []) if disk.get("kind") == "local"]
             if local:
-                with agent_for(src) as agent:
+                with agent_for(src) as agent, agent_for(dst) as dst_agent:
+                    check_source_disks_deletable(local, agent, dst_agent)
                     for disk in local:
                         agent.call("remove", path=disk["src"])
         else:
@@ -197,3 +202,34 @@ def copy_disk(src_path: str, agent: Any, dst_path: str, block_size: int, verify:
 
     return remote_copy(src_path, agent, dst_path, block_size=block_size, verify=verify,
                        on_progress=on_progress, show_progress=show_progress)
+
+
+def check_source_disks_deletable(disks: list[dict[str, Any]], src_agent: Any, dst_agent: Any) -> None:
+    """Refuse (PrecheckFailed, nothing deleted) unless every disk's destination copy can replace it.
+
+    ``disks`` are the journal's disk records (``src``, ``dst``, ``target``); the copy must
+    exist on the destination, carry no incomplete mark, be a regular file, and be another
+    file than the source (same inode, or the token test of labmig.remote.samefile).
+    """
+    from ..remote.samefile import HelperView, same_file
+
+    source = HelperView(src_agent)
+    problems = []
+    for disk in disks:
+        name = f"{disk.get('target') or 'disk'} ({disk['dst']})"
+        st = dst_agent.call("stat", path=disk["dst"])[0]
+        if not st["exists"]:
+            problems.append(f"{name} does not exist on the destination")
+        elif st["incomplete"]:
+            problems.append(f"{name} on the destination is incomplete (its copy was never verified)")
+        elif st.get("problem"):
+            problems.append(f"{name} on the destination {st['problem']}")
+        else:
+            how = same_file(dst_agent, disk["dst"], source, disk["src"])
+            if how is not None:
+                problems.append(f"{name} on the destination is the source disk {disk['src']} itself ({how}): "
+                                "the hosts share this storage")
+    if problems:
+        raise PrecheckFailed("not deleting the source disks: " + "; ".join(problems),
+                             "confirm without --delete-source-disks (the source disks stay), "
+                             "or copy the disks again")

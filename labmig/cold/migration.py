@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..blockcopy import VERIFY_MODES
 from ..errors import InvalidInput, LabmigError, MigrationFailed, PrecheckFailed
 from ..model import Event, MigrationResult, Outcome, TimelinePoint
+from ..remote.samefile import LocalView, same_file
 from ..units import format_duration, format_size, parse_duration, parse_size
 from ..vmlock import vm_lock
 from . import domxml
@@ -226,7 +227,22 @@ class ColdMigration:
             agent = agent_for(self.dst)
             self._agents.append(agent)
             checks.append(f"disk helper on {self.dst.name} reachable over ssh")
-            need = 0
+            # A host given by URI says nothing about shared storage: ask the two sides whether
+            # the destination's path is the source disk itself (same inode, or a token file
+            # written by the destination and found by the source). Such a disk is not copied
+            # (a copy onto itself) and never deleted.
+            source_view = LocalView(self.src.local_path)
+            for d in local:
+                try:
+                    how = same_file(agent, d.dst, source_view, d.src)
+                except LabmigError as exc:
+                    raise PrecheckFailed(f"cannot tell whether {d.dst} on {self.dst.name} is the source's disk "
+                                         f"{d.src}: {exc.message}", exc.hint) from exc
+                if how is not None:
+                    d.kind = "shared"
+                    checks.append(f"disk {d.target}: {d.dst} on {self.dst.name} is the source's own file ({how})")
+            local = [d for d in local if d.kind == "local"]
+            need = free = 0
             for d in local:
                 st, _ = agent.call("stat", path=d.dst)
                 alloc = os.stat(self.src.local_path(d.src)).st_blocks * 512

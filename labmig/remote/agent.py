@@ -57,6 +57,7 @@ from ..copyrules import MAX_BLOCK, MIN_BLOCK, incomplete_mark
 from ..errors import LabmigError
 from .paths import ImagePolicy, Located, PathRefused, regular_file_problem
 from .protocol import FrameRefused, ProtocolError, read_frame, unpack_extents, write_frame
+from .samefile import boot_id
 
 if TYPE_CHECKING:
     from ..blockio import WrittenRanges
@@ -123,15 +124,6 @@ def _new_written_ranges() -> WrittenRanges:
     return WrittenRanges()
 
 
-def _boot_id() -> str:
-    """The running kernel's boot id: two helpers with the same one share a kernel (and inode numbers)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
@@ -193,7 +185,7 @@ class Agent:
     # -- operations -------------------------------------------------------------
     def op_hello(self, req: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
         dirs = [str(d) for d in self.policy.image_dirs]
-        return {"version": __version__, "pid": os.getpid(), "image_dirs": dirs, "boot_id": _boot_id(),
+        return {"version": __version__, "pid": os.getpid(), "image_dirs": dirs, "boot_id": boot_id(),
                 "free": {d: self.policy.free_bytes_fd(fd) for d, fd in zip(dirs, self.policy.dir_fds,
                                                                             strict=True)}}, b""
 

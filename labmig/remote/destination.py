@@ -8,7 +8,9 @@
                                   of header per batch instead of per extent
     copy_disk(src, agent, path)   :func:`labmig.blockcopy.delta_copy` to it, returning the
                                   copier's stats plus the bytes the ssh channel really
-                                  carried (``wire_sent`` / ``wire_received``)
+                                  carried (``wire_sent`` / ``wire_received``); refused
+                                  before anything is written when ``path`` is ``src``
+                                  itself (:func:`labmig.remote.samefile.same_file`)
 
 The copier's own ``bytes_on_wire`` is its estimate of what a wire would carry; the
 figures here are counted on the pipes to and from ssh, frames and all.
@@ -19,8 +21,10 @@ import logging
 from typing import Any, Callable
 
 from ..blockcopy import delta_copy
+from ..errors import InvalidInput
 from ..progress import Progress
 from .protocol import Extent, pack_extents
+from .samefile import LocalView, same_file
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,13 @@ def copy_disk(src: str, agent: Any, path: str, block_size: int = 64 * 1024, veri
               show_progress: bool = False) -> dict[str, Any]:
     sent0, recv0 = agent.bytes_sent, agent.bytes_received
     dest = SshDestination(agent, path)
+    # Copying a file onto itself "succeeds" (every block matches) and leaves one copy where
+    # the caller believes there are two; on shared storage the two paths can differ.
+    how = same_file(agent, path, LocalView(), src)
+    if how is not None:
+        raise InvalidInput(f"source {src} and destination {dest.name} are the same file ({how})",
+                           "the destination sees the source's storage: give a path on other storage, "
+                           "or do not copy this disk")
     with Progress(1, f"copy {path.rsplit('/', 1)[-1]}", enabled=None if show_progress else False) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = max(float(total), 1.0)
