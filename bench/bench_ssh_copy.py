@@ -161,13 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["LABMIG_LAB"] = args.lab
         return one_copy(args.one[1], args.one[2], args.one[0])
 
-    from labmig.lab import LocalLab
     from labmig.units import format_rate, format_size, parse_rate, parse_size
 
     size = parse_size(args.size) // (16 << 20) * (16 << 20)
     # the hosts' image directories are tmpfs: room for the image and a rewritten copy
+    # (read when labmig.lab is first imported)
     os.environ.setdefault("LABMIG_LOCAL_DIR_SIZE", f"{(3 * size) >> 20}m")
     os.environ["LABMIG_LAB"] = args.lab
+    from labmig.lab import LocalLab
     lab = LocalLab(args.lab)
     lab.up(build=False)
     results: dict[str, object] = {"size": size}

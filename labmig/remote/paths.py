@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInput
@@ -53,14 +52,17 @@ def regular_file_problem(st: os.stat_result) -> str | None:
     return None
 
 
-@dataclass
 class Located:
     """A file name inside one directory fd of an image directory (see the module docstring)."""
 
-    dir_fd: int          # the directory holding the file (the image directory's own fd, or a walked one)
-    name: str            # one path component
-    path: Path           # the path it stands for, for messages and as a key
-    owned: bool          # dir_fd was opened for this name (a sub-directory) and must be closed
+    def __init__(self, dir_fd: int, name: str, path: Path, owned: bool) -> None:
+        self.dir_fd = dir_fd     # the directory holding the file (the image directory's own fd, or a walked one)
+        self.name = name         # one path component
+        self.path = path         # the path it stands for, for messages and as a key
+        self.owned = owned       # dir_fd was opened for this name (a sub-directory) and must be closed
+
+    def __repr__(self) -> str:
+        return f"Located({self.path})"
 
     def close(self) -> None:
         if self.owned and self.dir_fd >= 0:
