@@ -16,6 +16,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from fakehosts import FakeHost
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -191,48 +192,6 @@ def test_a_journal_under_the_old_name_is_still_found(tmp_path):
 
 
 # -- recover, confirm, ColdMigration.run, LiveMigration ---------------------------------
-class FakeDomain:
-    def __init__(self, host, name, active):
-        self.host, self._name, self.active = host, name, active
-
-    def isActive(self):
-        return self.active
-
-    def create(self):
-        self.active = True
-
-    def destroy(self):
-        self.active = False
-
-    def undefine(self):
-        del self.host.domains[self._name]
-
-
-class FakeHost:
-    """Just what HostOps asks of a host (as in test_cold_recover_journal), and close()."""
-
-    def __init__(self, name, **domains):
-        self.name, self.uri = name, f"fake:///{name}"
-        self.domains = {vm: FakeDomain(self, vm, active) for vm, active in domains.items()}
-
-    def domain(self, vm):
-        return self.domains.get(vm)
-
-    def call(self, what, fn, *args, timeout=None):
-        return fn(*args)
-
-    def connect(self):
-        return SimpleNamespace(defineXML=self._define)
-
-    def _define(self, xml):
-        vm = xml.split(">")[1].split("<")[0]
-        self.domains[vm] = FakeDomain(self, vm, False)
-        return self.domains[vm]
-
-    def close(self):
-        pass
-
-
 def _half_done(tmp_path, vm):
     """A cold migration of ``vm`` killed after the source was stopped, written by the real Journal."""
     journal = Journal(vm, tmp_path)

@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import stat as stat_mod
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -57,7 +56,7 @@ from ..copyrules import MAX_BLOCK, MIN_BLOCK, incomplete_mark
 from ..errors import LabmigError
 from .paths import ImagePolicy, Located, PathRefused, regular_file_problem
 from .protocol import FrameRefused, ProtocolError, read_frame, unpack_extents, write_frame
-from .samefile import boot_id
+from .samefile import boot_id, read_small_file
 
 if TYPE_CHECKING:
     from ..blockio import WrittenRanges
@@ -423,7 +422,7 @@ class Agent:
                     and all(c in "0123456789abcdef" for c in token_name[len(TOKEN_PREFIX):])):
                 raise PathRefused(f"{token_name!r} is not a token name", "send the name token create returned")
             if action == "read":
-                return {"value": read_token(at.dir_fd, token_name)}, b""
+                return {"value": read_small_file(token_name, at.dir_fd)}, b""
             if action == "remove":
                 try:
                     os.unlink(token_name, dir_fd=at.dir_fd)
@@ -483,20 +482,6 @@ class Agent:
                                   "hint": "check the destination's image directory and free space"})
                 continue
             write_frame(out, {"ok": True, **reply}, payload)
-
-
-def read_token(dir_fd: int, name: str) -> str | None:
-    """The value of the token file ``name`` in ``dir_fd``, or None when there is none."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, 64).decode("ascii", "replace")
-    finally:
-        os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:

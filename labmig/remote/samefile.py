@@ -7,6 +7,8 @@
                     an optional mapping of the host's paths to where this process finds them
     HelperView      the source through a disk helper running there
     boot_id()       the running kernel's boot id
+    read_small_file(name, dir_fd)   a token file's content, never through a symlink
+                    (the helper reads its tokens with it too)
 
 Two tests, because a host given by a URI may mount the same storage as the other:
 
@@ -47,10 +49,12 @@ class SourceView(Protocol):
     def read_token(self, path: str, name: str) -> str | None: ...
 
 
-def _read_small(path: str) -> str | None:
+def read_small_file(name: str, dir_fd: int | None = None) -> str | None:
+    """The first 64 bytes of the regular file ``name`` (in ``dir_fd``), as text; None when
+    there is none or it is not a regular file. Never follows a symlink, never blocks on a FIFO."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    except (FileNotFoundError, NotADirectoryError):
         return None
     try:
         if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
@@ -75,7 +79,10 @@ class LocalView:
         return st.st_dev, st.st_ino
 
     def read_token(self, path: str, name: str) -> str | None:
-        return _read_small(os.path.join(os.path.dirname(self.local_path(path)), name))
+        try:
+            return read_small_file(os.path.join(os.path.dirname(self.local_path(path)), name))
+        except OSError:    # a symlink, no permission: no token seen here
+            return None
 
 
 class HelperView:

@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 import xxhash
 
-from labmig.remote.ssh import AgentError, SshAgent, SshTarget
+from labmig.remote.ssh import AgentError, SshTarget
 
 
 @pytest.fixture
-def agent(tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    (tmp_path / "outside").mkdir()
-    with SshAgent(SshTarget(address=None), [str(images)]) as a:
-        yield a, images
+def agent(helper_dirs):
+    helper, images, _outside = helper_dirs
+    return helper, images
 
 
 def test_hello_reports_dirs_and_free_space(agent):

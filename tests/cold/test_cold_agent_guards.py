@@ -11,18 +11,14 @@ import xxhash
 
 from labmig.remote.destination import copy_disk
 from labmig.remote.protocol import MAX_PAYLOAD, read_frame, write_frame
-from labmig.remote.ssh import AgentError, SshAgent, SshTarget
+from labmig.remote.ssh import AgentError
 
 BS = 4096
 
 
 @pytest.fixture
-def agent(tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    (tmp_path / "outside").mkdir()
-    with SshAgent(SshTarget(address=None), [str(images)]) as a:
-        yield a, images, tmp_path / "outside"
+def agent(helper_dirs):
+    return helper_dirs
 
 
 def snapshot(d):

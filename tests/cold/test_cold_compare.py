@@ -81,9 +81,10 @@ def test_compare_stops_after_an_injected_live_failure_on_the_lab(lab, tmp_path):
     running on the source only, and no cold leg started (no cold journal was written)."""
     import time
 
+    from labstate import wait_until
+
     from labmig.cold.trials import make_guest
     from labmig.lab.faults import inject
-    from labstate import wait_until
 
     make_guest(lab, "cmpf", 63)
     try:

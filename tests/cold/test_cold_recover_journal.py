@@ -2,55 +2,14 @@
 
 ``hostops.recover_journal`` reads where the VM is, decides with ``plan_recovery``, acts,
 then records the final step and archives the journal. Here the two hosts are in-memory
-stand-ins for libvirt (the decision itself is tested exhaustively in test_cold_recovery).
+stand-ins for libvirt (tests/fakehosts.py) (the decision itself is tested exhaustively in test_cold_recovery).
 """
 from types import SimpleNamespace
 
+from fakehosts import FakeHost
+
 from labmig.cold.hostops import recover_journal
 from labmig.cold.journal import Journal, Step
-
-
-class FakeDomain:
-    def __init__(self, host, name, active):
-        self.host, self._name, self.active = host, name, active
-
-    def name(self):
-        return self._name
-
-    def isActive(self):
-        return self.active
-
-    def create(self):
-        self.active = True
-
-    def destroy(self):
-        self.active = False
-
-    def undefine(self):
-        del self.host.domains[self._name]
-
-
-class FakeHost:
-    """Just what HostOps asks of a host: a domain by name, calls, a connection to define with."""
-
-    def __init__(self, name, **domains):
-        self.name, self.uri = name, f"fake:///{name}"
-        self.domains = {vm: FakeDomain(self, vm, active) for vm, active in domains.items()}
-        self.defined_xml = []
-
-    def domain(self, vm):
-        return self.domains.get(vm)
-
-    def call(self, what, fn, *args, timeout=None):
-        return fn(*args)
-
-    def connect(self):
-        return SimpleNamespace(defineXML=self._define)
-
-    def _define(self, xml):
-        self.defined_xml.append(xml)
-        self.domains["vm1"] = FakeDomain(self, "vm1", False)
-        return self.domains["vm1"]
 
 
 def journal_at(tmp_path, *steps):
@@ -66,7 +25,7 @@ def journal_at(tmp_path, *steps):
 def test_a_rollback_puts_the_vm_back_on_the_source_and_archives_the_journal(tmp_path):
     journal = journal_at(tmp_path, Step.SOURCE_STOPPED, Step.DEST_DEFINED, Step.SOURCE_UNDEFINED,
                          Step.DEST_STARTED, Step.ROLLBACK_STARTED)
-    src, dst = FakeHost("src"), FakeHost("dst", vm1=True)
+    src, dst = FakeHost("src", define_as="vm1"), FakeHost("dst", define_as="vm1", vm1=True)
     plan = recover_journal(journal, journal.state(), SimpleNamespace(host=src), SimpleNamespace(host=dst))
     assert plan.target == "source" and plan.final_step == Step.ROLLED_BACK
     assert dst.domains == {}
@@ -79,7 +38,7 @@ def test_a_rollback_puts_the_vm_back_on_the_source_and_archives_the_journal(tmp_
 def test_awaiting_confirm_keeps_the_journal_open(tmp_path):
     journal = journal_at(tmp_path, Step.SOURCE_STOPPED, Step.DEST_DEFINED, Step.SOURCE_UNDEFINED,
                          Step.DEST_STARTED, Step.GUEST_UP)
-    src, dst = FakeHost("src"), FakeHost("dst", vm1=False)
+    src, dst = FakeHost("src", define_as="vm1"), FakeHost("dst", define_as="vm1", vm1=False)
     plan = recover_journal(journal, journal.state(), SimpleNamespace(host=src), SimpleNamespace(host=dst))
     assert plan.target == "destination" and plan.final_step is None
     assert dst.domains["vm1"].active            # started again where the guest was up
