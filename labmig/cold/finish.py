@@ -8,7 +8,11 @@
                   the destination's definition goes (its disk files stay as a seed for
                   the next attempt's delta copy)
     recover(vm=None)  every unfinished journal (or one VM's) brought to its end state
-                  by :func:`labmig.cold.recovery.plan_recovery`; returns what was done
+                  by :func:`labmig.cold.recovery.plan_recovery`; returns what was done,
+                  one Finished per journal
+    Finished      one journal's outcome; ``failed`` when nothing could be done: the
+                  hosts showed a state the journal does not allow (target "unknown"),
+                  or the journal could not be read or recovered (target "error")
 
 Each writes its intention to the journal before acting, so a crash in the middle of
 a confirm or revert is itself finished by the next ``recover``.
@@ -17,6 +21,8 @@ Each holds the VM's lock (labmig.vmlock) while it acts, and a VM another process
 is refused (VMBusy). ``recover()`` with no VM named skips every journal whose VM is
 locked, by another process or by this one (a migration in another thread): it reports
 it as "skipped: being migrated by pid N …" and leaves the journal to its migration.
+A journal that cannot be read or recovered does not stop the others: it is reported
+(target "error", with the reason) and the next journal is recovered.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Concatenate, ParamSpec, TypeVar
 
+from ..errors import LabmigError
 from ..vmlock import VMBusy, held_here, holder, vm_lock
 from .hostops import agent_for, check_source_disks_deletable, recover_journal
 from .journal import Journal, JournalError, JournalState, Step, all_journals
@@ -53,15 +60,21 @@ class Finished:
     final_step: str | None
     reason: str
     actions: list[str] = field(default_factory=list)
+    hint: str = ""               # for a failed one: what to check or do
+
+    @property
+    def failed(self) -> bool:
+        return self.target in ("unknown", "error")
 
     def to_dict(self) -> dict[str, Any]:
         return {"vm": self.vm, "target": self.target, "final_step": self.final_step,
-                "reason": self.reason, "actions": self.actions}
+                "reason": self.reason, "actions": self.actions, "failed": self.failed, "hint": self.hint}
 
     def words(self) -> str:
         where = {"source": "on its source host", "destination": "on the destination host"}.get(self.target, "")
         done = f" ({', '.join(self.actions)})" if self.actions else ""
-        return f"{self.vm}: {self.reason}{done}" + (f"; now {where}" if where else "")
+        hint = f"\n  hint: {self.hint}" if self.hint else ""
+        return f"{self.vm}: {self.reason}{done}" + (f"; now {where}" if where else "") + hint
 
 
 def _awaiting(vm: str, journal_dir: str | os.PathLike[str] | None) -> tuple[Journal, JournalState]:
@@ -80,7 +93,10 @@ def _finish(journal: Journal, step: str, **data: Any) -> Finished:
     journal.append(step, **data)
     state = journal.state()
     assert state is not None  # the record just written
-    return _recover(journal, state)
+    done = _recover(journal, state)
+    if done.failed:
+        raise JournalError(f"{done.vm}: {done.reason}", done.hint)
+    return done
 
 
 def _recover(journal: Journal, state: JournalState) -> Finished:
@@ -91,7 +107,7 @@ def _recover(journal: Journal, state: JournalState) -> Finished:
     finally:
         src.host.close()
         dst.host.close()
-    return Finished(state.vm, rplan.target, rplan.final_step, rplan.reason, rplan.actions)
+    return Finished(state.vm, rplan.target, rplan.final_step, rplan.reason, rplan.actions, rplan.hint)
 
 
 @_locked
@@ -124,7 +140,11 @@ def revert(vm: str, journal_dir: str | os.PathLike[str] | None = None) -> Finish
 
 
 def recover(vm: str | None = None, journal_dir: str | os.PathLike[str] | None = None) -> list[Finished]:
-    """Finish ``vm``'s journal (holding its lock), or every journal whose VM no one holds."""
+    """Finish ``vm``'s journal (holding its lock), or every journal whose VM no one holds.
+
+    With no VM, a journal that cannot be read or recovered is reported (target "error",
+    the reason in words) and the others are still recovered; with a VM, its error is raised.
+    """
     if vm:
         with vm_lock(vm):
             return _recover_journals([Journal(vm, journal_dir)])
@@ -136,12 +156,30 @@ def recover(vm: str | None = None, journal_dir: str | os.PathLike[str] | None = 
             with vm_lock(journal.vm):
                 out.extend(_recover_journals([journal]))
         except VMBusy as exc:
-            state = journal.state()
-            if state is not None and not state.finished:
+            try:
+                state = journal.state()
+            except JournalError:
+                state = None
+            if state is None or not state.finished:
                 by = exc.holder.words() if exc.holder else "another labmig process"
                 log.info("recover: %s is locked by %s: skipped", journal.vm, by)
-                out.append(Finished(journal.vm, "nothing", state.last, f"skipped: being migrated by {by}"))
+                out.append(Finished(journal.vm, "nothing", state.last if state else None,
+                                    f"skipped: being migrated by {by}"))
+        except Exception as exc:        # reported; the other journals are still recovered
+            log.debug("recover: %s failed", journal.path, exc_info=True)
+            out.append(_failure(journal, exc))
     return out
+
+
+def _failure(journal: Journal, exc: Exception) -> Finished:
+    """A journal that could not be recovered, in words: which file, why, what to do."""
+    if isinstance(exc, LabmigError):
+        why, hint = exc.message, exc.hint or ""
+    else:
+        why, hint = f"{type(exc).__name__}: {exc}", "`labmig -vv recover` shows where it failed"
+    if str(journal.path) not in why:
+        why = f"{why} (journal {journal.path})"
+    return Finished(journal.vm, "error", None, f"not recovered: {why}", hint=hint)
 
 
 def _recover_journals(journals: list[Journal]) -> list[Finished]:

@@ -4,7 +4,8 @@
                        graceful-then-forced shutdown, network check — each under the
                        host's watchdog, each idempotent where recovery needs it
     observe()          where the VM is defined / running on both hosts (recovery input)
-    execute_recovery() carries out a RecoveryPlan's actions in order
+    execute_recovery() carries out a RecoveryPlan's actions in order (none for an
+                       "unknown" plan); one that deletes source disks checks them first
     recover_journal()  the whole recovery of one journal: observe, decide, act, record
                        the end step and archive the journal (rollback, confirm, revert,
                        `labmig recover` all go through it)
@@ -16,6 +17,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Callable
@@ -139,48 +141,63 @@ def observe(src: HostOps, dst: HostOps, plan: dict[str, Any]) -> R.Observed:
 
 
 def execute_recovery(rplan: R.RecoveryPlan, state: JournalState, src: ColdHost, dst: ColdHost) -> None:
+    """Carry out ``rplan``'s actions in order; an "unknown" plan does nothing.
+
+    A plan that deletes the source disks first checks, before any action, that each
+    destination copy exists, is complete and is another file
+    (:func:`check_source_disks_deletable`): refused, nothing has changed.
+    """
+    if rplan.unknown:
+        return
     plan = state.plan
     vm, uuid = plan["vm"], plan.get("uuid", "")
     s, d = HostOps(src.host), HostOps(dst.host)
-    for action in rplan.actions:
-        log.info("recover %s: %s", vm, action)
-        if action == R.DESTROY_DEST:
-            d.destroy(vm, uuid)
-        elif action == R.UNDEFINE_DEST:
-            d.undefine(vm, uuid)
-        elif action == R.DEFINE_SOURCE:
-            s.define(plan["source_xml"])
-        elif action == R.START_SOURCE:
-            s.start(vm, uuid)
-        elif action == R.DESTROY_SOURCE:
-            s.destroy(vm, uuid)
-        elif action == R.UNDEFINE_SOURCE:
-            s.undefine(vm, uuid)
-        elif action == R.DEFINE_DEST:
-            d.define(plan["dest_xml"])
-        elif action == R.START_DEST:
-            d.start(vm, uuid)
-        elif action == R.DELETE_SOURCE_DISKS:
-            local = [disk for disk in plan.get("disks", []) if disk.get("kind") == "local"]
-            if local:
-                with agent_for(src) as agent, agent_for(dst) as dst_agent:
-                    check_source_disks_deletable(local, agent, dst_agent)
+    local = [disk for disk in plan.get("disks", []) if disk.get("kind") == "local"]
+    deleting = R.DELETE_SOURCE_DISKS in rplan.actions and bool(local)
+    with contextlib.ExitStack() as agents:
+        if deleting:
+            src_agent = agents.enter_context(agent_for(src))
+            dst_agent = agents.enter_context(agent_for(dst))
+            check_source_disks_deletable(local, src_agent, dst_agent)
+        for action in rplan.actions:
+            log.info("recover %s: %s", vm, action)
+            if action == R.DESTROY_DEST:
+                d.destroy(vm, uuid)
+            elif action == R.UNDEFINE_DEST:
+                d.undefine(vm, uuid)
+            elif action == R.DEFINE_SOURCE:
+                s.define(plan["source_xml"])
+            elif action == R.START_SOURCE:
+                s.start(vm, uuid)
+            elif action == R.DESTROY_SOURCE:
+                s.destroy(vm, uuid)
+            elif action == R.UNDEFINE_SOURCE:
+                s.undefine(vm, uuid)
+            elif action == R.DEFINE_DEST:
+                d.define(plan["dest_xml"])
+            elif action == R.START_DEST:
+                d.start(vm, uuid)
+            elif action == R.DELETE_SOURCE_DISKS:
+                if deleting:      # checked above, before the first action
                     for disk in local:
-                        agent.call("remove", path=disk["src"])
-        else:
-            raise ValueError(action)
+                        src_agent.call("remove", path=disk["src"])
+            else:
+                raise ValueError(action)
 
 
 def recover_journal(journal: Journal, state: JournalState, src: ColdHost, dst: ColdHost) -> R.RecoveryPlan:
     """Bring the VM of ``journal`` to exactly one host and return what was decided.
 
-    Reads where the VM is on both hosts, decides with :func:`~labmig.cold.recovery.plan_recovery`
-    (which raises JournalError on a conflict), carries the actions out, then writes the plan's
-    final step and archives the journal; a plan without a final step (awaiting confirm) leaves
-    the journal open.
+    Reads where the VM is on both hosts, decides with :func:`~labmig.cold.recovery.plan_recovery`,
+    carries the actions out, then writes the plan's final step and archives the journal; a plan
+    without a final step (awaiting confirm, or "unknown": what the hosts show fits no state the
+    journal allows, so nothing was done) leaves the journal open.
     """
     rplan = R.plan_recovery(state, observe(HostOps(src.host), HostOps(dst.host), state.plan))
-    log.info("recover %s: %s", state.vm, rplan.reason)
+    if rplan.unknown:
+        log.warning("recover %s: %s", state.vm, rplan.reason)
+    else:
+        log.info("recover %s: %s", state.vm, rplan.reason)
     execute_recovery(rplan, state, src, dst)
     if rplan.final_step:
         journal.append(rplan.final_step)

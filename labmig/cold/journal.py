@@ -14,7 +14,10 @@ found: by its VM's own journal when the new file does not exist, and by ``all_jo
 
 A record is written *before* the action it names has any effect that recovery
 must undo, so the last record bounds how far the flow got. A crash while a line
-is written leaves a torn last line; it is ignored (that step never started).
+is written leaves a torn last line (not JSON): the reader ignores it, since that
+step never started, and the next ``append`` cuts it off before writing, so it
+never ends up in the middle of the file. A damaged line anywhere else is a
+JournalError naming the file and the line.
 A finished journal (confirmed, reverted or rolled back) is moved to ``history/``.
 """
 from __future__ import annotations
@@ -119,6 +122,54 @@ def journal_dir(root: Path | None = None) -> Path:
     return (root or default_journal_root()) / lab_scope()
 
 
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """One journal line as a record, or None when it is not one (damaged or torn)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _torn_tail(data: bytes) -> tuple[int, bool]:
+    """Where the journal's good records end, and whether a torn last line was left out.
+
+    Each record is written whole, newline last, in one write: what follows the last
+    newline and is not a record is a torn line (the crash came during that write).
+    A damaged line that ends with its newline is not torn; the reader names it.
+    Zero bytes at the end (a file system's unwritten tail) count for nothing.
+    """
+    content = data.rstrip(b"\x00")
+    start = content.rfind(b"\n") + 1
+    tail = content[start:]
+    if not tail.strip():
+        return start, False
+    if _parse(tail) is None:
+        return start, True
+    return len(content), False          # a whole record that lacks only its newline
+
+
+def _repair_tail(fd: int, path: Path) -> None:
+    """Before appending: cut a torn last line off, so the file ends with a whole record and its newline."""
+    size = os.fstat(fd).st_size
+    data = b""
+    while len(data) < size:
+        chunk = os.pread(fd, size - len(data), len(data))
+        if not chunk:
+            break
+        data += chunk
+    end, torn = _torn_tail(data)
+    newline = b"\n" if end and not data[:end].endswith(b"\n") else b""
+    if data == data[:end] + newline:
+        return
+    if torn:
+        log.warning("journal %s: cutting off a torn last record before writing", path)
+    os.ftruncate(fd, end)
+    if newline:
+        os.write(fd, newline)
+    os.fsync(fd)
+
+
 def _first_vm(path: Path) -> str | None:
     """The VM named in a journal file's first record (None if it cannot be read)."""
     try:
@@ -156,21 +207,21 @@ class Journal:
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        lines = self.path.read_bytes().split(b"\n")
+        data = self.path.read_bytes()
+        end, torn = _torn_tail(data)
+        if torn:
+            log.warning("journal %s: ignoring a torn last record (the step it names never started)", self.path)
         records = []
-        for i, line in enumerate(lines):
+        for i, line in enumerate(data[:end].split(b"\n")):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except ValueError as exc:
-                if i == len(lines) - 1:  # torn last line: that step never began
-                    log.warning("journal %s: ignoring a torn last record", self.path)
-                    continue
-                raise JournalError(f"journal {self.path} is damaged at line {i + 1}",
-                                   "inspect it; move it away to forget that migration") from exc
+            rec = _parse(line)
+            if rec is None:
+                raise JournalError(f"journal {self.path} is damaged at line {i + 1}: it is not a record",
+                                   "only a torn last line is skipped; inspect the file, "
+                                   "or move it away to forget that migration")
             if rec.get("step") not in Step.ALL:
-                raise JournalError(f"journal {self.path} has an unknown step {rec.get('step')!r}",
+                raise JournalError(f"journal {self.path} has an unknown step {rec.get('step')!r} at line {i + 1}",
                                    "it was written by another labmig version; finish that migration with it")
             records.append(rec)
         return records
@@ -211,8 +262,9 @@ class Journal:
         if step not in Step.ALL:
             raise ValueError(step)
         line = json.dumps({"step": step, "t": time.time(), "data": data}, separators=(",", ":")) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
+            _repair_tail(fd, self.path)
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:

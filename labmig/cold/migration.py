@@ -451,8 +451,10 @@ class ColdMigration:
             self.journal.append(Step.ROLLBACK_STARTED, reason=str(exc)[:500])
             state = self.journal.state()
             assert state is not None  # the step just appended is in it
-            recover_journal(self.journal, state, self.src, self.dst)  # a rollback always ends rolled-back
-            return True
+            rplan = recover_journal(self.journal, state, self.src, self.dst)
+            if rplan.unknown:   # the hosts show what the journal cannot explain: nothing was done
+                log.error("rollback of %s: %s", self.plan.vm, rplan.reason)
+            return rplan.target == "source"
         except Exception:
             log.exception("rollback of %s did not finish", self.plan.vm)
             return False

@@ -6,7 +6,8 @@
 Words follow Nova's resize flow: a cold migration ends awaiting confirm (the VM
 runs on the destination, the source keeps its disk); ``confirm`` drops the
 source's copy, ``revert`` goes back to it. ``recover`` finishes whatever a killed
-labmig left halfway, from the journal.
+labmig left halfway, from the journal; it exits 1 when a journal could not be read
+or recovered, or the hosts showed a state its journal does not allow (nothing done).
 """
 from __future__ import annotations
 
@@ -151,6 +152,12 @@ def cmd_revert(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    """Prints what was done for each journal; exits 1 when any could not be recovered."""
     from ..cold.finish import recover
-    _print(recover(args.vm), args.json)
+    done = recover(args.vm)
+    _print(done, args.json)
+    failed = [d.vm for d in done if d.failed]
+    if failed:
+        print(f"labmig recover: not recovered: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0

@@ -470,6 +470,8 @@ class LiveMigration:
                 verdict = Rollback(self).run()
                 result.extra["rolled_back"] = verdict.ok
                 result.extra["destination_clean"] = verdict.destination_clean
+                if verdict.runs_on:
+                    result.extra["runs_on"] = verdict.runs_on     # kept on the destination, not rolled back
                 aborted = (self._abort_reason is not None and self._abort_by_user) or \
                     (self._abort_reason is None and _libvirt_code(error) == libvirt.VIR_ERR_OPERATION_ABORTED)
                 if not verdict.ok:

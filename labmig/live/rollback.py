@@ -10,6 +10,22 @@
 
 Rollback only ever touches the destination's copy and the source's run state;
 the source's disks are never written.
+
+Rollback never destroys the copy that holds the guest's newest state. It reads both
+domains' state and reason (libvirt's virDomainGetState) and keeps the destination,
+leaving the source as it is, when:
+
+- the source is paused in post-copy (VIR_DOMAIN_PAUSED_POSTCOPY) or the destination
+  runs in post-copy (VIR_DOMAIN_RUNNING_POSTCOPY): the migration ended on the
+  destination, whether or not labmig's own switch-over call returned in time;
+- either side shows a failed post-copy (VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+  VIR_DOMAIN_RUNNING_POSTCOPY_FAILED): the guest's memory is split between the hosts
+  and neither copy may be destroyed;
+- the destination runs (active, not paused) while the source does not (paused, shut
+  off or unreadable): libvirt's confirm step failed after the guest had moved.
+
+The verdict then says where the VM runs (``Verdict.runs_on``) and that the migration
+ended on the destination. Constants a libvirt module may lack are read with getattr.
 """
 from __future__ import annotations
 
@@ -30,6 +46,7 @@ class Verdict:
     ok: bool
     destination_clean: bool
     message: str
+    runs_on: str | None = None      # the host the VM was found running on, when the rollback kept it there
 
 
 @dataclass
@@ -111,15 +128,54 @@ class Rollback:
                 time.sleep(1.0)
 
     def _state(self, host: Any) -> tuple[Any, int | None]:
+        dom, state, _ = self._state_reason(host)
+        return dom, state
+
+    def _state_reason(self, host: Any) -> tuple[Any, int | None, int | None]:
+        """The VM's domain on ``host``, its state and the state's reason (None when unreadable)."""
         import libvirt
 
         dom = host.domain(self.vm)
         if dom is None:
-            return None, None
+            return None, None, None
         try:
-            return dom, host.call("reading the VM state", dom.state)[0]
+            state, reason = host.call("reading the VM state", dom.state)[:2]
+            return dom, state, reason
         except libvirt.libvirtError:
-            return dom, None
+            return dom, None, None
+
+    def _keep_destination(self, src_state: int | None, src_reason: int | None,
+                          dst_state: int | None, dst_reason: int | None, src_defined: bool = True) -> Verdict | None:
+        """The verdict when the destination holds the guest's newest state, so it must stay; else None."""
+        import libvirt
+
+        def reason_is(state: int | None, reason: int | None, base: str, *names: str) -> bool:
+            wanted = [getattr(libvirt, n, None) for n in names]
+            return state == getattr(libvirt, base) and reason is not None and reason in wanted
+
+        src, dst, vm = self.source.name, self.destination.name, self.vm
+        on_src = _words(src_state, src_reason) if src_defined else "not defined there"
+        check = f"check with `virsh -c {self.destination.uri} domstate --reason {vm}` and the same on {src}"
+        failed = ("VIR_DOMAIN_PAUSED_POSTCOPY_FAILED",)
+        if reason_is(src_state, src_reason, "VIR_DOMAIN_PAUSED", *failed) or \
+                reason_is(dst_state, dst_reason, "VIR_DOMAIN_PAUSED", *failed) or \
+                reason_is(dst_state, dst_reason, "VIR_DOMAIN_RUNNING", "VIR_DOMAIN_RUNNING_POSTCOPY_FAILED"):
+            return Verdict(False, False, f"Not rolled back: post-copy failed, {vm}'s memory is split between {src} "
+                           f"({on_src}) and {dst} ({_words(dst_state, dst_reason)}); "
+                           f"neither copy was touched, neither can run alone ({check})")
+        runs = dst_state == libvirt.VIR_DOMAIN_RUNNING
+        if reason_is(src_state, src_reason, "VIR_DOMAIN_PAUSED", "VIR_DOMAIN_PAUSED_POSTCOPY") or \
+                reason_is(dst_state, dst_reason, "VIR_DOMAIN_RUNNING", "VIR_DOMAIN_RUNNING_POSTCOPY"):
+            how = "in post-copy"
+        elif runs and src_state != libvirt.VIR_DOMAIN_RUNNING:
+            how = "after the guest had moved"
+        else:
+            return None
+        where = f"{vm} runs on {dst}" if runs else f"{vm}'s newest state is on {dst}"
+        return Verdict(False, False, f"Not rolled back: {where} ({_words(dst_state, dst_reason)}): "
+                       f"the migration ended on the destination {how}; the copy on {src} was left as it is "
+                       f"({on_src}) ({check})",
+                       runs_on=dst if runs else None)
 
     def run(self) -> Verdict:
         import libvirt
@@ -127,16 +183,18 @@ class Rollback:
         notes: list[str] = []
         if not self._reconnect(self.source, 10):
             return Verdict(False, False, f"the source {self.source.name} cannot be reached: the VM's state is unknown")
-        src_dom, src_state = self._state(self.source)
+        src_dom, src_state, src_reason = self._state_reason(self.source)
         dst_ok = self._reconnect(self.destination, self.mig.rollback_wait)
-        dst_dom, dst_state = self._state(self.destination) if dst_ok else (None, None)
+        dst_dom, dst_state, dst_reason = self._state_reason(self.destination) if dst_ok else (None, None, None)
+        kept = self._keep_destination(src_state, src_reason, dst_state, dst_reason, src_dom is not None)
+        if kept is not None:
+            log.warning("rollback of %s: %s", self.vm, kept.message)
+            return kept
 
         if src_dom is None or src_state == libvirt.VIR_DOMAIN_SHUTOFF:
-            if dst_state == libvirt.VIR_DOMAIN_RUNNING:
-                return Verdict(False, False, f"{self.vm} runs on {self.destination.name}, not on the source: "
-                               "the migration went through despite the error")
             return Verdict(False, False, f"{self.vm} no longer runs on {self.source.name}: it cannot be rolled back "
                            f"(start it again there with virsh -c {self.source.uri} start {self.vm})")
+
 
         if dst_dom is not None:
             try:
@@ -205,3 +263,23 @@ class Rollback:
             return Verdict(True, False, f"{self.vm} runs on {self.destination.name} only{defined}")
         return Verdict(False, False, f"after the job {self.vm} is in state {dst_state} on {self.destination.name}"
                        f" and {'active' if src_active else 'inactive'} on {self.source.name}")
+
+
+def _words(state: int | None, reason: int | None) -> str:
+    """A domain state and its reason in words, as far as libvirt's module names them."""
+    import libvirt
+
+    if state is None:
+        return "state unreadable"
+    names = {"VIR_DOMAIN_RUNNING": "running", "VIR_DOMAIN_PAUSED": "paused", "VIR_DOMAIN_SHUTOFF": "shut off"}
+    words = next((w for n, w in names.items() if getattr(libvirt, n, None) == state), f"state {state}")
+    reasons = {"VIR_DOMAIN_PAUSED": {"VIR_DOMAIN_PAUSED_MIGRATION": "for the migration",
+                                     "VIR_DOMAIN_PAUSED_POSTCOPY": "in post-copy",
+                                     "VIR_DOMAIN_PAUSED_POSTCOPY_FAILED": "after a failed post-copy"},
+               "VIR_DOMAIN_RUNNING": {"VIR_DOMAIN_RUNNING_POSTCOPY": "in post-copy",
+                                      "VIR_DOMAIN_RUNNING_POSTCOPY_FAILED": "after a failed post-copy"}}
+    for base, table in reasons.items():
+        if getattr(libvirt, base, None) == state:
+            words += next((" " + w for n, w in table.items() if reason is not None
+                           and getattr(libvirt, n, None) == reason), "")
+    return words
