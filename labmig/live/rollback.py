@@ -195,7 +195,6 @@ class Rollback:
             return Verdict(False, False, f"{self.vm} no longer runs on {self.source.name}: it cannot be rolled back "
                            f"(start it again there with virsh -c {self.source.uri} start {self.vm})")
 
-
         if dst_dom is not None:
             try:
                 if dst_dom.isActive():
