@@ -15,7 +15,7 @@ LAB ?= labmigtest
 # tests use the simulator and leave the test lab to the lab stage running beside them.
 PURE_LAB ?= labmigpure
 
-.PHONY: setup demo test lint startup-report test-pure test-core-builds test-compiled bench clean
+.PHONY: setup demo test lint startup-report test-pure test-core-builds test-compiled test-compiled-unit test-lab bench clean
 
 setup: $(STAMPS)/venv
 
@@ -36,20 +36,20 @@ demo: setup
 	$(PY) -m labmig.demo
 
 # Every stage runs even when one fails; the exit status says whether all passed. The lab
-# stage mostly waits on TCG guests, so the pure-twin suite and the core builds run beside
-# it at the lowest CPU priority (nice 19: the lab's guests keep the CPU they ask for); their
-# output is printed when they end.
+# stage mostly waits on TCG guests, so the pure-twin suite, the core builds and the compiled
+# core's tests that need no lab run beside it at the lowest CPU priority (nice 19: the lab's
+# guests keep the CPU they ask for); their output is printed when they end.
 test: setup
 	@rc=0; mkdir -p build/test-logs; \
 	$(MAKE) --no-print-directory lint || rc=1; \
 	$(MAKE) --no-print-directory startup-report || rc=1; \
-	for stage in test-pure test-core-builds; do \
+	for stage in test-pure test-core-builds test-compiled-unit; do \
 	  ( nice -n 19 $(MAKE) --no-print-directory $$stage > build/test-logs/$$stage.log 2>&1; \
 	    echo $$? > build/test-logs/$$stage.rc ) & \
 	done; \
-	$(MAKE) --no-print-directory test-compiled || rc=1; \
+	$(MAKE) --no-print-directory test-lab || rc=1; \
 	wait; \
-	for stage in test-pure test-core-builds; do \
+	for stage in test-pure test-core-builds test-compiled-unit; do \
 	  echo "=== make $$stage (ran beside the lab stage; build/test-logs/$$stage.log)"; \
 	  cat build/test-logs/$$stage.log; \
 	  [ "$$(cat build/test-logs/$$stage.rc)" = 0 ] || { echo "=== make $$stage FAILED"; rc=1; }; \
@@ -83,12 +83,23 @@ test-pure: setup
 test-core-builds: setup
 	bash scripts/test-core-builds.sh $(PY)
 
-# The whole suite against the compiled core, on a fresh test lab. The core tests are left
-# out here: test-core-builds ran them against this very build (native, the same flags).
-test-compiled: setup
+# The whole suite against the compiled core, in two stages that `make test` runs side by
+# side: the tests that need no lab (under a lab name of its own that is never up), and the
+# lab, browser and uses_lab tests on a fresh test lab. The core tests are left out here:
+# test-core-builds runs them against this very build (native, the same flags).
+test-compiled: test-compiled-unit test-lab
+
+COMPILED_UNIT_LAB ?= labmigunit
+
+test-compiled-unit: setup
+	LABMIG_LAB=$(COMPILED_UNIT_LAB) LABMIG_TEST_SHARED_LABS=$(LAB),$(PURE_LAB) \
+	  $(PY) -m pytest -q --ignore=tests/core -m "not lab and not browser and not uses_lab" $(PYTEST_ARGS)
+
+test-lab: setup
 	$(PY) -m labmig lab clean --name $(LAB)
 	$(PY) -m labmig lab up --name $(LAB)
-	LABMIG_LAB=$(LAB) $(PY) -m pytest -q --ignore=tests/core $(PYTEST_ARGS); rc=$$?; \
+	LABMIG_LAB=$(LAB) LABMIG_TEST_SHARED_LABS=$(PURE_LAB),$(COMPILED_UNIT_LAB) \
+	  $(PY) -m pytest -q --ignore=tests/core -m "lab or browser or uses_lab" $(PYTEST_ARGS); rc=$$?; \
 	  $(PY) -m labmig lab clean --name $(LAB) >/dev/null; exit $$rc
 
 bench: setup
