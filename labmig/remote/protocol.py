@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import IO, Any
+from typing import Any, Protocol
 
 from ..errors import CopyError
 
@@ -24,6 +24,19 @@ MAX_PAYLOAD = 64 << 20      # an extents batch is 8 MiB and one extent at most, 
 MAX_DEPTH = 32              # nesting of a JSON header (requests and replies are flat)
 _SKIP_CHUNK = 1 << 20
 _LEN = struct.Struct(">I")
+
+
+class Writer(Protocol):
+    """Where frames are written: a binary file or pipe (or the controller's deadline pipes)."""
+
+    def write(self, data: bytes | memoryview, /) -> int | None: ...
+    def flush(self) -> None: ...
+
+
+class Reader(Protocol):
+    """Where frames are read from; ``read(n)`` may return fewer bytes, b"" at the end."""
+
+    def read(self, n: int, /) -> bytes | None: ...
 
 
 class ProtocolError(CopyError):
@@ -48,7 +61,7 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def write_frame(stream: IO[bytes], header: dict[str, Any], payload: bytes | memoryview = b"") -> int:
+def write_frame(stream: Writer, header: dict[str, Any], payload: bytes | memoryview = b"") -> int:
     """Write one frame; returns the number of bytes written."""
     if payload:
         header = dict(header, payload=len(payload))
@@ -61,7 +74,7 @@ def write_frame(stream: IO[bytes], header: dict[str, Any], payload: bytes | memo
     return _LEN.size + len(body) + len(payload)
 
 
-def _read_exact(stream: IO[bytes], n: int) -> bytes:
+def _read_exact(stream: Reader, n: int) -> bytes:
     chunks = []
     left = n
     while left:
@@ -74,13 +87,13 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _skip(stream: IO[bytes], n: int) -> None:
+def _skip(stream: Reader, n: int) -> None:
     while n:
         chunk = _read_exact(stream, min(n, _SKIP_CHUNK))
         n -= len(chunk)
 
 
-def read_frame(stream: IO[bytes], skip_bad: bool = False) -> tuple[dict[str, Any], bytes, int] | None:
+def read_frame(stream: Reader, skip_bad: bool = False) -> tuple[dict[str, Any], bytes, int] | None:
     """Read one frame: (header, payload, bytes read), or None at a clean end of stream.
 
     With ``skip_bad`` a frame that can be read whole but is not a good request (header

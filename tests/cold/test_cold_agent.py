@@ -147,3 +147,43 @@ def test_extent_table_round_trip(unit):
         assert len(table) <= 20 * len(extents)
 
     check()
+
+
+def test_a_helper_that_stops_answering_fails_the_call_at_its_deadline(helper_dirs):
+    """A helper frozen mid-session (as behind a link that drops packets without closing)
+    fails the call after ``call_timeout`` with the op named, and is stopped: nothing waits forever."""
+    import signal
+    import time
+
+    a, _images, _ = helper_dirs
+    a.call_timeout = 1.5
+    os.kill(a._proc.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(AgentError, match="did not answer 'stat' within 2 s"):
+        a.call("stat", path="x.img")
+    assert 1.4 < time.monotonic() - started < 10
+    with pytest.raises(AgentError, match="not running"):
+        a.call("hello")
+
+
+def test_a_frozen_helper_cannot_hold_a_large_write_past_its_deadline(helper_dirs):
+    """The deadline covers sending too: a payload larger than the pipe can hold is not sent
+    to a helper that reads nothing, and the call ends at its deadline."""
+    import signal
+    import time
+
+    a, _images, _ = helper_dirs
+    a.call("open", path="w.img", size=8 << 20)
+    a.call_timeout = 1.5
+    os.kill(a._proc.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(AgentError, match="did not answer 'write'"):
+        a.call("write", os.urandom(8 << 20), path="w.img", offset=0)
+    assert time.monotonic() - started < 10
+
+
+def test_ssh_sends_keepalives_and_gives_up_on_a_dead_link():
+    """ssh's ServerAliveInterval/CountMax end a session whose link is cut (about 15-20 s)."""
+    argv = SshTarget(address="lab2").argv(["python3", "-m", "labmig.remote.agent"])
+    assert "ServerAliveInterval=5" in argv and "ServerAliveCountMax=3" in argv
+    assert "ServerAliveInterval=5" not in SshTarget(address="lab2", keepalive_interval=0).argv(["true"])

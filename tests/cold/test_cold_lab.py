@@ -245,3 +245,40 @@ def test_recover_leaves_a_running_cold_migration_alone(lab, guest, journal):
     if still_running:
         assert f"coldt: skipped: being migrated by pid {mig.pid}" in out, out
     assert guest.where() == {"lab2": "running"}
+
+
+def test_a_cut_link_during_the_copy_ends_with_the_vm_back_on_the_source(lab, journal):
+    """The link cut while the disk crosses it: ssh's keepalives end the helper's session,
+    the copy fails, and the migration rolls back with the VM running on the source again,
+    within 60 s of the cut, said in words (as Nova's cold migration reverts on a failed
+    copy: the instance goes back to the source host)."""
+    import time
+
+    from labstate import communicate
+
+    from labmig.lab.faults import inject
+
+    g = make_guest(lab, "coldc", 66)
+    path = journal / lab.name / "coldc.jsonl"
+    try:
+        lab.shape_link(256 * 1024)         # 8 MiB of random data: about 30 s on the wire
+        mig = _start_cli(lab, "migrate", "cold", "coldc", "--to", "lab2", "--shutdown-timeout", "1s")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and mig.poll() is None:
+            if path.exists() and '"step":"disk-copying"' in path.read_text():
+                break
+            time.sleep(0.05)
+        assert mig.poll() is None, "the migration ended before its copy started"
+        time.sleep(2.0)
+        inject(lab, "link-cut")
+        cut = time.monotonic()
+        out, err = communicate(mig, 120, "`labmig migrate cold coldc` after the link cut", lab)
+        ended = time.monotonic() - cut
+        assert mig.returncode != 0, (out, err)
+        assert ended < 60, f"the migration took {ended:.0f} s to give up after the link was cut"
+        assert "lab1" in out + err, (out, err)
+        assert g.where() == {"lab1": "running"}
+    finally:
+        inject(lab, "link-restore")
+        lab.shape_link(None)
+        lab.remove_guest("coldc")
