@@ -261,7 +261,7 @@ def test_a_cut_link_during_the_copy_ends_with_the_vm_back_on_the_source(lab, jou
     g = make_guest(lab, "coldc", 66)
     path = journal / lab.name / "coldc.jsonl"
     try:
-        lab.shape_link(256 * 1024)         # 8 MiB of random data: about 30 s on the wire
+        lab.shape_link(512 * 1024)         # 8 MiB of random data: about 16 s on the wire
         mig = _start_cli(lab, "migrate", "cold", "coldc", "--to", "lab2", "--shutdown-timeout", "1s")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and mig.poll() is None:
@@ -269,7 +269,7 @@ def test_a_cut_link_during_the_copy_ends_with_the_vm_back_on_the_source(lab, jou
                 break
             time.sleep(0.05)
         assert mig.poll() is None, "the migration ended before its copy started"
-        time.sleep(2.0)
+        time.sleep(1.0)
         inject(lab, "link-cut")
         cut = time.monotonic()
         out, err = communicate(mig, 120, "`labmig migrate cold coldc` after the link cut", lab)
