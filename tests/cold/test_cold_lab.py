@@ -206,6 +206,17 @@ def _start_cli(lab, *args):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "LABMIG_LAB": lab.name})
 
 
+def _wait_for_step(proc, journal_path, step, poll, timeout=120.0):
+    """Until the running migration ``proc`` has journaled ``step`` (or ended, or ``timeout``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal_path.exists() and f'"step":"{step}"' in journal_path.read_text():
+            return
+        time.sleep(poll)
+
+
 def test_two_cold_migrations_of_one_vm_started_together(lab, guest, journal):
     """One runs; the other stops at once on the VM's lock, naming the first; the VM ends on one host."""
     from labstate import communicate
@@ -224,17 +235,12 @@ def test_two_cold_migrations_of_one_vm_started_together(lab, guest, journal):
 
 def test_recover_leaves_a_running_cold_migration_alone(lab, guest, journal):
     """The issue's case: `labmig recover` while a cold migration runs skips its journal."""
-    import time
 
     from labstate import communicate
 
     path = journal / lab.name / "coldt.jsonl"
     mig = _start_cli(lab, "migrate", "cold", "coldt", "--to", "lab2", "--shutdown-timeout", "1s", "--confirm")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and mig.poll() is None:
-        if path.exists() and '"step":"source-stopped"' in path.read_text():
-            break
-        time.sleep(0.02)
+    _wait_for_step(mig, path, "source-stopped", 0.02)
     assert mig.poll() is None, "the migration ended before its source was stopped"
     rec = _start_cli(lab, "recover")
     out, err = communicate(rec, 120, "`labmig recover`", lab)
@@ -263,11 +269,7 @@ def test_a_cut_link_during_the_copy_ends_with_the_vm_back_on_the_source(lab, jou
     try:
         lab.shape_link(512 * 1024)         # 8 MiB of random data: about 16 s on the wire
         mig = _start_cli(lab, "migrate", "cold", "coldc", "--to", "lab2", "--shutdown-timeout", "1s")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and mig.poll() is None:
-            if path.exists() and '"step":"disk-copying"' in path.read_text():
-                break
-            time.sleep(0.05)
+        _wait_for_step(mig, path, "disk-copying", 0.05)
         assert mig.poll() is None, "the migration ended before its copy started"
         time.sleep(1.0)
         inject(lab, "link-cut")
