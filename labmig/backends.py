@@ -325,7 +325,8 @@ class LiveBackend:
                     result = mig.run()
                 finally:
                     stop()
-        result.extra.update(link_rate=spec.link.link_rate, link_shaped=shaped)
+            result.extra.update(link_rate=spec.link.link_rate, link_shaped=shaped)
+            _observe_placement(result, source, destination)
         return result
 
 
@@ -373,8 +374,24 @@ class ColdBackend:
                     result = mig.run()
                 except MigrationFailed as exc:   # after a change: rolled back (or not), a result
                     result = _cold_failure(spec, mig, exc)
-        result.extra.update(link_rate=spec.link.link_rate, link_shaped=shaped)
+            result.extra.update(link_rate=spec.link.link_rate, link_shaped=shaped)
+            _observe_placement(result, mig.src.host, mig.dst.host)
         return result
+
+
+def _observe_placement(result: MigrationResult, source: Any, destination: Any) -> None:
+    """Ask both hosts where the VM is now and keep it in ``result.extra["placement"]``.
+
+    A run that leaves the VM active on two hosts, or on none and defined nowhere, says
+    so in its message too, whatever its outcome claims.
+    """
+    from .placement import observe
+
+    placement = observe(result.vm, [source, destination])
+    result.extra["placement"] = placement.to_dict()
+    if placement.problem():
+        log.warning("after the run: %s: %s", placement.problem(), placement.words())
+        result.message = f"{result.message}; CHECK THE HOSTS: {placement.words()}".lstrip("; ")
 
 
 def _cold_failure(spec: MigrationSpec, mig: Any, exc: MigrationFailed) -> MigrationResult:

@@ -158,4 +158,7 @@ class MigrationResult:
             rows.append(("max throttle", f"{self.max_throttle_pct:.0f} % ({format_duration(self.throttle_time)})"))
         if self.message:
             rows.append(("what happened", self.message))
+        placement = self.extra.get("placement")
+        if placement:
+            rows.append(("where it is now", placement["words"]))
         return rows

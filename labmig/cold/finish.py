@@ -61,6 +61,7 @@ class Finished:
     reason: str
     actions: list[str] = field(default_factory=list)
     hint: str = ""               # for a failed one: what to check or do
+    where: str = ""              # where the VM is, as both hosts said afterwards (labmig.placement)
 
     @property
     def failed(self) -> bool:
@@ -68,12 +69,14 @@ class Finished:
 
     def to_dict(self) -> dict[str, Any]:
         return {"vm": self.vm, "target": self.target, "final_step": self.final_step,
-                "reason": self.reason, "actions": self.actions, "failed": self.failed, "hint": self.hint}
+                "reason": self.reason, "actions": self.actions, "failed": self.failed, "hint": self.hint, "where": self.where}
 
     def words(self) -> str:
         where = {"source": "on its source host", "destination": "on the destination host"}.get(self.target, "")
         done = f" ({', '.join(self.actions)})" if self.actions else ""
         hint = f"\n  hint: {self.hint}" if self.hint else ""
+        if self.where:
+            return f"{self.vm}: {self.reason}{done}; where it is now: {self.where}{hint}"
         return f"{self.vm}: {self.reason}{done}" + (f"; now {where}" if where else "") + hint
 
 
@@ -101,13 +104,16 @@ def _finish(journal: Journal, step: str, **data: Any) -> Finished:
 
 def _recover(journal: Journal, state: JournalState) -> Finished:
     """Recover one unfinished journal on the hosts its plan names, closing them after."""
+    from ..placement import observe
+
     src, dst = cold_host_from(state.plan["source"]), cold_host_from(state.plan["destination"])
     try:
         rplan = recover_journal(journal, state, src, dst)
+        where = observe(state.vm, [src.host, dst.host]).words()
     finally:
         src.host.close()
         dst.host.close()
-    return Finished(state.vm, rplan.target, rplan.final_step, rplan.reason, rplan.actions, rplan.hint)
+    return Finished(state.vm, rplan.target, rplan.final_step, rplan.reason, rplan.actions, rplan.hint, where)
 
 
 @_locked

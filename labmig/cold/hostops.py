@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ..errors import PrecheckFailed
 from ..hosts import Host
 from . import recovery as R
-from .journal import Journal, JournalState
+from .journal import Journal, JournalState, Step
 from .sides import ColdHost
 
 log = logging.getLogger(__name__)
@@ -198,11 +198,32 @@ def recover_journal(journal: Journal, state: JournalState, src: ColdHost, dst: C
         log.warning("recover %s: %s", state.vm, rplan.reason)
     else:
         log.info("recover %s: %s", state.vm, rplan.reason)
-    execute_recovery(rplan, state, src, dst)
+    try:
+        execute_recovery(rplan, state, src, dst)
+    except PrecheckFailed as exc:
+        if state.last != Step.CONFIRM_STARTED:
+            raise
+        return _confirm_called_off(journal, state, exc)
     if rplan.final_step:
         journal.append(rplan.final_step)
         journal.archive()
     return rplan
+
+
+def _confirm_called_off(journal: Journal, state: JournalState, refused: PrecheckFailed) -> R.RecoveryPlan:
+    """A confirm with --delete-source-disks whose disk check now fails: back to awaiting confirm.
+
+    The check runs before any action, so nothing has changed. Finishing the confirm would
+    keep a VM whose destination disks did not check out and drop the source's definition;
+    retrying it would fail the same way every time. The journal goes back to the state
+    the user chose from (guest up on the destination), and revert stays possible.
+    """
+    journal.append(Step.GUEST_UP, confirm_called_off=refused.message)
+    reason = (f"the confirm with --delete-source-disks was called off: {refused.message}; nothing changed, "
+              "the VM awaits confirm again")
+    hint = (f"`labmig revert {state.vm}` goes back to the untouched source disks; `labmig confirm {state.vm}` "
+            "(without --delete-source-disks) keeps it on the destination and its source disks too")
+    return R.RecoveryPlan("destination", [], None, reason, hint)
 
 
 def agent_for(side: ColdHost) -> Any:

@@ -113,7 +113,13 @@ def cmd_migrate_cold(args: argparse.Namespace) -> int:
         if show:
             print(f"[{ev.t:7.2f}s] {ev.kind}: {ev.message}", flush=True)
 
-    result = backend.run(spec, on_event=on_event)
+    try:
+        result = backend.run(spec, on_event=on_event)
+    except KeyboardInterrupt:
+        from ..placement import say_where
+
+        say_where(args.vm, [source, destination], sys.stderr)
+        raise
     if args.json:
         print(result.to_json())
     else:

@@ -57,7 +57,8 @@ def register(subparsers: Any) -> None:
 
     status = subparsers.add_parser("status", help="VMs on each host, with any migration job in progress")
     status.add_argument("--host", action="append", help="host name or libvirt URI (default: the lab's hosts)")
-    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--json", action="store_true",
+                        help='print JSON: {"hosts": [per host: its VMs, jobs, locks], "attention": [what to do]}')
     status.set_defaults(func=cmd_status)
 
 
@@ -232,6 +233,7 @@ def cmd_migrate_live(args: argparse.Namespace) -> int:
     from ..backends import LiveBackend
     from ..hosts import resolve_host
     from ..live.progress import LiveProgress
+    from ..placement import say_where
 
     options = options_from_args(args)
     destination = resolve_host(args.to)
@@ -257,8 +259,14 @@ def cmd_migrate_live(args: argparse.Namespace) -> int:
         with stop_signals_roll_back():
             result = backend.run(spec, on_point=progress.on_point, on_event=progress.on_event)
     except Terminated as exc:
+        progress.close()
         print(f"labmig migrate: stopped by {exc}: the migration was aborted", file=sys.stderr)
+        say_where(args.vm, [source, destination], sys.stderr)
         return 128 + exc.signum
+    except KeyboardInterrupt:
+        progress.close()
+        say_where(args.vm, [source, destination], sys.stderr)
+        raise
     finally:
         progress.close()
     if args.timeline_csv:
@@ -339,16 +347,73 @@ def host_status(host: Any) -> dict[str, Any]:
     return entry
 
 
+def needs_attention(entries: list[dict[str, Any]], journals: list[Any] | None = None) -> list[dict[str, str]]:
+    """What ``status`` flags, each as {"vm", "what", "do"}, from the hosts' entries and the cold journals.
+
+    - a live migration job with no labmig process holding the VM (its labmig was killed:
+      libvirt goes on with nobody to time it out, switch to post-copy or roll it back);
+    - an unfinished cold migration journal with no process holding the VM (interrupted);
+    - a VM active on two hosts with no job on either (a split the tools could not close).
+    """
+    out: list[dict[str, str]] = []
+    active: dict[str, list[str]] = {}
+    jobs: set[str] = set()
+    for entry in entries:
+        for vm in entry["vms"]:
+            if vm["state"] in ("running", "paused"):
+                active.setdefault(vm["name"], []).append(entry["host"])
+            if "job" in vm:
+                jobs.add(vm["name"])
+                if "locked_by" not in vm:
+                    out.append({"vm": vm["name"], "what": f"a live migration job on {entry['host']} with no labmig "
+                                "process steering it (the one that started it is gone)",
+                                "do": f"`labmig abort {vm['name']}` stops it and the VM stays on {entry['host']}; "
+                                      "or let it finish and run `labmig status` again"})
+    for vm_name, hosts in active.items():
+        if len(hosts) > 1 and vm_name not in jobs:
+            out.append({"vm": vm_name, "what": f"active on {len(hosts)} hosts ({', '.join(hosts)}) with no migration job",
+                        "do": "keep the copy that has the newest state (the running one, not a paused one) "
+                              "and destroy the other with virsh; `labmig recover` first if it was a cold migration"})
+    for journal in journals or []:
+        from ..vmlock import holder
+
+        try:
+            state = journal.state()
+        except LabmigError as exc:
+            out.append({"vm": journal.vm, "what": f"a cold migration journal that cannot be read: {exc.message}",
+                        "do": f"`labmig recover` reports it; the file is {journal.path}"})
+            continue
+        if state is None or state.finished or holder(journal.vm) is not None:
+            continue
+        if state.awaiting_confirm:
+            out.append({"vm": journal.vm, "what": "a cold migration awaiting confirm",
+                        "do": f"`labmig confirm {journal.vm}` or `labmig revert {journal.vm}`"})
+        else:
+            out.append({"vm": journal.vm, "what": f"a cold migration interrupted at '{state.last}' "
+                        "(no labmig process is running it)",
+                        "do": f"`labmig recover {journal.vm}` brings it to its source or its destination"})
+    return out
+
+
+def _cold_journals() -> list[Any]:
+    try:
+        from ..cold.journal import all_journals
+    except ImportError:
+        return []
+    return all_journals()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from ..vmlock import Holder
 
     entries = [host_status(h) for h in _hosts(args.host)]
+    attention = needs_attention(entries, _cold_journals())
     if args.json:
-        print(json.dumps(entries, indent=2))
+        print(json.dumps({"hosts": entries, "attention": attention}, indent=2))
         return 0
     for entry in entries:
         if not entry["reachable"]:
-            print(f"{entry['host']}  ({entry['uri']})  UNREACHABLE")
+            print(f"{entry['host']}  ({entry['uri']})  UNREACHABLE: {entry.get('error', '')}")
             continue
         print(f"{entry['host']}  ({entry['uri']})")
         if not entry["vms"]:
@@ -363,4 +428,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             if lock:
                 extra += "  held by " + Holder(lock["pid"], lock["host"], lock["command"], lock["since"]).words()
             print(f"  {vm['name']:<20} {vm['state']}{'' if vm['persistent'] else ' (transient)'}{extra}")
+    if attention:
+        print("\nneeds attention:")
+        for item in attention:
+            print(f"  {item['vm']}: {item['what']}\n    do: {item['do']}")
     return 0

@@ -39,7 +39,7 @@ from ..watchdog import HostUnresponsive
 from .plan import LivePlan, bandwidth_mib
 from .policies import JobSample, Policy, make_policy
 from .prechecks import PrecheckReport, run_prechecks
-from .rollback import Rollback, precreate_disks
+from .rollback import Rollback, precreate_disks, remove_source_disks
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +458,8 @@ class LiveMigration:
             result.bytes_by_phase = self._bytes_by_phase(final)
             self.note("done" if verdict.ok else "failed", verdict.message)
             result.message = self._summary(result, verdict.message)
+            if verdict.ok and block:
+                self._clean_source_disks(result)
         else:
             reason = self._abort_reason or _describe(error)
             if self._postcopy:
@@ -488,6 +490,22 @@ class LiveMigration:
         result.timeline = list(self.timeline)
         result.events = list(self.events)
         return result
+
+    def _clean_source_disks(self, result: MigrationResult) -> None:
+        """The source's copies of block-migrated disks go, unless its definition stays (--keep-source)."""
+        assert self.report is not None and self.report.guest is not None
+        if not self.plan.options.undefine_source:
+            result.extra["source_disks_kept"] = [d.path for d in self.report.guest.disks if not d.shared]
+            self.note("source disks", f"the source's disk files stay on {self.source.name} with its definition "
+                      "(--keep-source); remove them before migrating the VM back there")
+            return
+        removed, kept = remove_source_disks(self.source, self.report.guest, self.report.local_dirs_proven)
+        result.extra["source_disks_removed"], result.extra["source_disks_kept"] = removed, kept
+        if removed:
+            self.note("source disks", f"removed the source's copies on {self.source.name}: {', '.join(removed)}")
+        if kept:
+            self.note("source disks", f"kept on {self.source.name} (not proven local, or could not be removed): "
+                      f"{', '.join(kept)}")
 
     def _resume_on_destination(self) -> None:
         """Force-complete paused the guest; it arrives paused, so let it run again (Nova's unpause)."""

@@ -72,6 +72,7 @@ class PrecheckReport:
     guest: GuestInfo | None = None
     block_migration: bool = False
     shared_storage_proven: bool = False   # the probe file showed the disks' directories shared
+    local_dirs_proven: set[str] = field(default_factory=set)   # the probe showed these are not shared
     data_bytes: int = 0
 
     @property
@@ -397,6 +398,7 @@ def _check_storage(report: PrecheckReport, plan: LivePlan, source: Any, destinat
     verdicts = {os.path.dirname(d.path): probe.is_shared(os.path.dirname(d.path)) for d in disks}
     shared = all(v is True for v in verdicts.values())
     report.shared_storage_proven = shared
+    report.local_dirs_proven = {d for d, v in verdicts.items() if v is False}
     unknown = [d for d, v in verdicts.items() if v is None]
     wanted = plan.options.block_migration
     where = ", ".join(sorted(verdicts))

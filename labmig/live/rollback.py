@@ -5,6 +5,8 @@
                      source if it was left paused, wait for the destination's daemon if it
                      died, remove whatever is left of the VM there (running or defined)
                      and the disks created for it, then check both hosts
+    remove_source_disks  Nova's post-migration clean-up: the source's copies of block-migrated
+                     disks go (only where the probe proved the storage local)
     precreate_disks  Nova's pre_live_migration for block migration: empty images of the
                      same size and format on the destination, for QEMU's mirror to fill
 
@@ -104,6 +106,24 @@ def remove_volumes(host: Any, volumes: list[CreatedVolume]) -> list[str]:
             if ours:
                 pool.destroy()
     return left
+
+
+def remove_source_disks(source: Any, guest: GuestInfo, local_dirs: set[str]) -> tuple[list[str], list[str]]:
+    """After a verified block migration: delete the source's copies of the disks, as Nova does.
+
+    Nova's post-live-migration clean-up destroys the source's disks when they are not on
+    shared storage (ComputeManager._post_live_migration → driver.cleanup with
+    destroy_disks); so the VM can come back later to a host with no leftover image at
+    its path. Only disks whose directory the shared-storage probe *proved* local are
+    deleted; any other is kept. Returns (removed paths, kept or failed paths).
+    """
+    local = [d for d in guest.disks if not d.shared and os.path.dirname(d.path) in local_dirs]
+    kept = [d.path for d in guest.disks if not d.shared and d not in local]
+    volumes = [CreatedVolume(*os.path.split(d.path)) for d in local]
+    failed = remove_volumes(source, volumes)
+    removed = [os.path.join(v.directory, v.name) for v in volumes
+               if os.path.join(v.directory, v.name) not in failed]
+    return removed, kept + failed
 
 
 class Rollback:

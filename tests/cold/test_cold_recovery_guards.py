@@ -216,16 +216,27 @@ def test_confirm_started_with_the_destination_undefined_deletes_no_disk(tmp_path
 
 
 def test_confirm_started_with_an_incomplete_destination_disk_changes_nothing(tmp_path, agents):
-    """The disk check runs before the first action: the source is not undefined either."""
+    """The disk check runs before the first action: the source is not undefined either.
+
+    Before the fix every `labmig recover` failed the same check again and the journal stayed
+    at confirm-started for good (neither confirm nor revert would take it). Now the confirm is
+    called off: the journal is back at awaiting confirm, and revert works.
+    """
     files, removed = agents
     files[DISK["dst"]] = True                                  # marked incomplete
     journal = journal_at(tmp_path, "vm1", Step.SOURCE_STOPPED, Step.DISK_COPYING, Step.DISK_COPIED,
                          Step.DEST_DEFINED, Step.GUEST_UP, Step.CONFIRM_STARTED, disks=[DISK],
                          delete_source_disks=True)
     src, dst = FakeHost("src", vm1=False), FakeHost("dst", vm1=True)
-    with pytest.raises(PrecheckFailed, match="incomplete"):
-        recover_journal(journal, journal.state(), *sides(src, dst))
-    assert removed == [] and "vm1" in src.domains and journal.state().last == Step.CONFIRM_STARTED
+    plan = recover_journal(journal, journal.state(), *sides(src, dst))
+    assert "called off" in plan.reason and "incomplete" in plan.reason and "labmig revert vm1" in plan.hint
+    assert plan.actions == [] and plan.final_step is None and not plan.unknown
+    assert removed == [] and "vm1" in src.domains and "vm1" in dst.domains
+    state = journal.state()
+    assert state.awaiting_confirm and state.options["confirm_called_off"]
+    again = recover_journal(journal, state, *sides(src, dst))      # a second recover: no error either
+    assert again.target == "destination" and again.final_step is None
+    assert removed == [] and journal.state().awaiting_confirm
 
 
 def test_confirm_started_with_a_whole_destination_disk_deletes_the_source_disk(tmp_path, agents):

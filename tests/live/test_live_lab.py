@@ -85,6 +85,7 @@ def test_dirtying_guest_moves_repeatedly_without_memory_errors(lab, guest):
             assert proc.returncode == 0, proc.stderr
             from labmig.model import MigrationResult
             result = MigrationResult.from_json(proc.stdout)
+            assert result.extra["placement"]["runs_on"] == [dst], result.extra   # as both hosts said after
         assert_moved(guest, result, dst)
         assert result.iterations >= 1 and result.timeline
         assert result.bytes_by_phase.get("precopy", 0) > 24 * MiB   # at least the working set went over
@@ -173,13 +174,27 @@ def test_fault_rolls_back_and_retry_succeeds(lab, guest, case):
         assert out.retry_ok, out
         assert out.memory_errors == 0, out
         assert out.message.startswith(("libvirt said", "no data moved")) and "Rolled back" in out.message
+        if case == "kill-dst-libvirtd":   # a dead destination daemon is reported within 15 s
+            assert out.detected_after is not None and out.detected_after < 15, out
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 @pytest.mark.slow
-def test_shared_storage_and_block_migration_side_by_side(lab, guest):
+def test_shared_storage_and_block_migration_side_by_side_and_back(lab, guest):
+    """Block migration moves the disk and, as Nova's post-live-migration clean-up does
+    (ComputeManager._post_live_migration → driver.cleanup(destroy_disks=True) for storage
+    that is not shared), removes the source's copy: so the guest can come back, and does."""
     local = _fresh_guest(lab, "live-b", 52, disk="local")
     try:
         results = {}
+        start = local.running_on()
+        disk_before = _sha256(local.disk_outside(start))
         for name, g in (("shared", guest), ("block", local)):
             src = g.running_on()
             results[name] = migrate(g, src, other(src), probe=True)
@@ -187,9 +202,15 @@ def test_shared_storage_and_block_migration_side_by_side(lab, guest):
         shared, block = results["shared"], results["block"]
         assert shared.extra["block_migration"] is False and block.extra["block_migration"] is True
         assert "disk" not in shared.bytes_by_phase and block.bytes_by_phase["disk"] > 0
-        # The copied disk is byte for byte the source's (the source copy is left untouched).
-        with open(local.disk_outside("lab1"), "rb") as a, open(local.disk_outside("lab2"), "rb") as b:
-            assert a.read() == b.read()
+        # The copied disk is byte for byte what the source held; the source's copy is gone.
+        assert _sha256(local.disk_outside(other(start))) == disk_before
+        assert not local.disk_outside(start).exists()
+        assert block.extra["source_disks_removed"] and not block.extra["source_disks_kept"]
+        back = migrate(local, other(start), start, probe=True)
+        assert_moved(local, back, start)
+        assert back.extra["block_migration"] is True
+        assert _sha256(local.disk_outside(start)) == disk_before
+        assert not local.disk_outside(other(start)).exists()
         print("\n                 shared storage   block migration")
         for label, fn in (("total time", lambda r: f"{r.total_time:.2f} s"),
                           ("QEMU downtime", lambda r: f"{r.downtime * 1000:.0f} ms"),
@@ -240,7 +261,7 @@ def test_already_migrating_and_abort_from_the_cli(lab, guest):
             with LiveMigration(LivePlan(guest.name, src, dst)):
                 pass
         status = json.loads(run_cli("status", "--json", lab=lab).stdout)
-        jobs = [vm for h in status for vm in h["vms"] if vm["name"] == guest.name and "job" in vm]
+        jobs = [vm for h in status["hosts"] for vm in h["vms"] if vm["name"] == guest.name and "job" in vm]
         assert jobs and jobs[0]["job"]["memory_done_pct"] >= 0
         proc = run_cli("abort", guest.name, lab=lab)
         assert proc.returncode == 0, proc.stderr
@@ -317,6 +338,7 @@ def test_stop_signal_rolls_back(lab, guest, signum, code, words):
     assert proc.returncode == code, err
     assert words in err
     assert guest.where() == {src: "running"}
+    assert f"where it is now: {guest.name} runs on {src} (defined there only)" in err   # both hosts asked
 
 
 @pytest.mark.slow

@@ -42,6 +42,24 @@ class ReplayBackend(backends.SimulatorBackend):
         return synthetic_run(params)
 
 
+class HoldAfterThirdPoint(ReplayBackend):
+    """Replays the synthetic run but waits after its third point until Abort is pressed.
+
+    The abort then always lands in pre-copy, however slow the machine is (a timed replay let a
+    loaded CI machine finish the run before the click arrived).
+    """
+
+    def run(self, params, on_point, abort):
+        seen = []
+
+        def hold(point):
+            on_point(point)
+            seen.append(point)
+            if len(seen) == 3:
+                assert abort.wait(30), "the test never pressed Abort"
+        return super().run(params, hold, abort)
+
+
 class BrokenBackend(ReplayBackend):
     def run(self, params, on_point, abort):
         on_point(synthetic_run(params).timeline[0])
@@ -52,6 +70,7 @@ class BrokenBackend(ReplayBackend):
 def controller(monkeypatch):
     monkeypatch.setitem(backends.BACKENDS, "test", ReplayBackend)
     monkeypatch.setitem(backends.BACKENDS, "broken", BrokenBackend)
+    monkeypatch.setitem(backends.BACKENDS, "held", HoldAfterThirdPoint)
     monkeypatch.setitem(backends.BACKENDS, "simulator", ReplayBackend)  # predictions
     return MigrationController(backend="test", playback=0.0)
 
@@ -81,7 +100,7 @@ def test_run_does_not_block_the_caller(controller):
 
 
 def test_abort_before_switchover_leaves_vm_on_source(controller):
-    controller.set(playback=3.0)
+    controller.set(backend="held")
     seen = threading.Event()
 
     def abort_after_three_points(event, run):

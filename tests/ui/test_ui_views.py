@@ -10,7 +10,7 @@ pytest.importorskip("ipywidgets", reason="the `ui` extra is not installed")
 from labmig.model import Outcome  # noqa: E402
 from labmig.widgets import backends  # noqa: E402
 from labmig.widgets.views import ComparisonView, MigrationPanel  # noqa: E402
-from test_ui_controller import ReplayBackend, synthetic_run  # noqa: E402
+from test_ui_controller import HoldAfterThirdPoint, ReplayBackend, synthetic_run  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG"
 
@@ -37,8 +37,8 @@ def test_migrate_button_fills_progress_timeline_and_result(panel):
     assert not panel.migrate_button.disabled and panel.abort_button.disabled
 
 
-def test_abort_button_stops_the_run_and_says_where_the_vm_is(panel):
-    panel.controller.set(playback=3.0)
+def test_abort_button_stops_the_run_and_says_where_the_vm_is(panel, monkeypatch):
+    monkeypatch.setitem(backends.BACKENDS, "test", HoldAfterThirdPoint)
     third = threading.Event()
     panel.controller.observe(lambda e, run: len(run.points) >= 3 and third.set())
     panel.migrate_button.click()
