@@ -132,14 +132,18 @@ def view_on(vm: str, host: Any) -> HostView:
         import libvirt
     except ImportError:  # hosts without libvirt (test doubles): only active or not
         libvirt = None
+    def ask(what: str, fn: Any) -> Any:   # under the host's watchdog when it has one: a hung daemon times out
+        call = getattr(host, "call", None)
+        return call(what, fn) if call is not None else fn()
+
     try:
         dom = host.domain(vm)
         if dom is None:
             return HostView(host.name)
-        persistent = bool(dom.isPersistent()) if hasattr(dom, "isPersistent") else True
+        persistent = bool(ask("reading persistence", dom.isPersistent)) if hasattr(dom, "isPersistent") else True
         if libvirt is None or not hasattr(dom, "state"):
             return HostView(host.name, state=RUNNING if dom.isActive() else SHUT_OFF, persistent=persistent)
-        state, reason = dom.state()
+        state, reason = ask("reading the VM state", dom.state)
         if state == libvirt.VIR_DOMAIN_RUNNING:
             return HostView(host.name, state=RUNNING, persistent=persistent)
         if state == libvirt.VIR_DOMAIN_PAUSED:

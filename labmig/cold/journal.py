@@ -22,6 +22,7 @@ A finished journal (confirmed, reverted or rolled back) is moved to ``history/``
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -279,8 +280,16 @@ class Journal:
             return None
         hist = self.directory / "history"
         hist.mkdir(parents=True, exist_ok=True)
-        dest = hist / f"{self.path.stem}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.jsonl"
-        os.replace(self.path, dest)
+        stamp = f"{self.path.stem}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
+        for n in itertools.count():
+            dest = hist / (f"{stamp}.jsonl" if n == 0 else f"{stamp}-{n}.jsonl")
+            try:
+                os.link(self.path, dest)     # never over an earlier journal of the same second
+            except FileExistsError:
+                continue
+            break
+        os.unlink(self.path)
+        fsync_dir(hist)
         fsync_dir(self.directory)
         return dest
 

@@ -53,6 +53,21 @@ def test_unfinished_journal_refuses_a_new_begin_and_finished_one_is_archived(tmp
     assert len(list((tmp_path / "history").iterdir())) == 1
 
 
+def test_journals_archived_in_the_same_second_are_all_kept(tmp_path, monkeypatch):
+    """A round trip with --confirm archives two journals of one VM within a second, in one
+    process; before the fix the second took the first one's history name and replaced it."""
+    monkeypatch.setattr("time.strftime", lambda fmt, *a: "20261202T120000")
+    j = Journal("vm1", tmp_path)
+    for n in range(3):
+        j.begin({"vm": "vm1", "n": n})
+        j.append(Step.CONFIRMED)
+        j.archive()
+    history = sorted((tmp_path / "history").iterdir())
+    assert len(history) == 3
+    assert sorted(json.loads(p.read_text().splitlines()[0])["data"]["n"] for p in history) == [0, 1, 2]
+    assert not j.path.exists()
+
+
 def test_every_append_is_on_disk_before_the_hook_runs(tmp_path):
     seen = []
     j = Journal("vm1", tmp_path)
