@@ -136,13 +136,18 @@ class Rollback:
         self.destination = mig.destination
 
     def _reconnect(self, host: Any, wait: float) -> bool:
-        # connect() keeps a live connection and replaces a dead one.
+        """Reach ``host`` within ``wait`` s; the first failure is said at once, not after the wait."""
         deadline = time.monotonic() + wait
+        said = False
         while True:
             try:
-                host.connect()
+                host.connect()      # keeps a live connection and replaces a dead one
                 return True
-            except LabmigError:
+            except LabmigError as exc:
+                if not said:
+                    said = True
+                    self.mig.note("rollback", f"{host.name}'s libvirt daemon does not answer ({exc.message}); "
+                                  f"waiting up to {wait:.0f} s for it before checking what is left there")
                 if time.monotonic() > deadline:
                     return False
                 time.sleep(1.0)

@@ -113,3 +113,24 @@ def test_a_pre_copy_stopped_before_the_switch_over_is_still_rolled_back():
     verdict = rollback(src, dst)
     assert dst.calls == ["destroy", "undefine"] and src.calls == ["resume"]
     assert verdict.ok and verdict.runs_on is None and verdict.message.startswith("Rolled back: vm1 runs on src")
+
+
+class DeadHost(Host):
+    def connect(self):
+        from labmig.errors import LabmigError
+
+        raise LabmigError("cannot reach host dst: Connection refused")
+
+
+def test_a_dead_destination_daemon_is_said_at_once_not_after_the_wait():
+    """Before, the first word of a dead destination libvirtd came when the 45 s wait for it
+    ended; now the rollback says it as the first reconnect fails, then waits."""
+    notes = []
+    src = Dom(RUNNING)
+    mig = SimpleNamespace(plan=SimpleNamespace(vm="vm1"), source=Host("src", src),
+                          destination=DeadHost("dst", Dom(PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION)),
+                          rollback_wait=0, _created_volumes=[], note=lambda kind, words: notes.append((kind, words)))
+    verdict = Rollback(mig).run()
+    assert notes and notes[0][0] == "rollback"
+    assert "dst's libvirt daemon does not answer (cannot reach host dst: Connection refused)" in notes[0][1]
+    assert src.calls == [] and "vm1" in verdict.message
