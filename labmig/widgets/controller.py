@@ -218,7 +218,10 @@ def describe_point(point: TimelinePoint, kind: str = "live") -> str:
 
 
 def outcome_words(result: MigrationResult) -> str:
-    """Where the VM is after the run, in words."""
+    """Where the VM is after the run, in words: as both hosts said after a real run, else by its outcome."""
+    placement = result.extra.get("placement")
+    if placement:
+        return placement["words"] + (f" (CHECK: {placement['problem']})" if placement.get("problem") else "")
     if result.outcome == Outcome.COMPLETED:
         return f"the VM runs on {result.destination or 'the destination'}"
     if result.outcome in (Outcome.ABORTED, Outcome.ROLLED_BACK, Outcome.REVERTED, Outcome.DID_NOT_CONVERGE):

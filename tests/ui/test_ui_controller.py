@@ -230,3 +230,14 @@ def test_simulated_run_can_be_aborted_midway():
     result = run.wait(30)
     assert result.outcome == Outcome.ABORTED and result.downtime == 0.0
     assert 2 <= len(result.timeline) < len(run.prediction.timeline)
+
+
+def test_where_the_vm_is_comes_from_both_hosts_when_a_real_run_asked_them(controller):
+    """A real run's result carries what both hosts said afterwards (labmig.placement); the panel
+    shows that, not what the outcome implies: a completed run whose VM runs on two hosts says so."""
+    result = synthetic_run(controller.params)
+    assert tables.outcome_words(result) == "the VM runs on lab2"          # the simulator: by its outcome
+    result.extra["placement"] = {"words": "vm RUNS ON 2 HOSTS: lab1, lab2",
+                                 "problem": "the VM is active on more than one host"}
+    assert tables.outcome_words(result) == ("vm RUNS ON 2 HOSTS: lab1, lab2 "
+                                            "(CHECK: the VM is active on more than one host)")
