@@ -117,6 +117,17 @@ class DiskMove:
     size: int = 0
 
 
+def _refuse_one_destination_for_two_disks(local: list[DiskMove], destination: str) -> None:
+    """Disks from two source image directories with one relative path would land on one file."""
+    seen: dict[str, DiskMove] = {}
+    for disk in local:
+        first = seen.setdefault(disk.dst, disk)
+        if first is not disk:
+            raise PrecheckFailed(f"disks {first.target} ({first.src}) and {disk.target} ({disk.src}) would both be "
+                                 f"copied to {disk.dst} on {destination}",
+                                 "rename one of the two image files on the source (with the VM shut off)")
+
+
 class ColdMigration:
     """``with ColdMigration(plan) as mig: result = mig.run()``."""
 
@@ -223,6 +234,7 @@ class ColdMigration:
                                      "check the image file exists and is readable") from exc
             self.disks.append(DiskMove(disk.target, disk.path, dst_path, "local", size))
         local = [d for d in self.disks if d.kind == "local"]
+        _refuse_one_destination_for_two_disks(local, self.dst.name)
         if local:
             agent = agent_for(self.dst)
             self._agents.append(agent)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -107,17 +108,18 @@ def create_namespaces(layout: LabLayout) -> None:
         hosts_file = _hosts_file(layout, host)
         for f in (host.mnt_ns, host.uts_ns):
             f.touch()
-        binds = [f"mount --rbind {host.state_dir / k} {v}" for k, v in PRIVATE_DIRS.items()]
-        binds += [f"mount --bind {host.run_dir / k} {v}" for k, v in RUN_PRIVATE_DIRS.items()]
+        q = shlex.quote
+        binds = [f"mount --rbind {q(str(host.state_dir / k))} {q(str(v))}" for k, v in PRIVATE_DIRS.items()]
+        binds += [f"mount --bind {q(str(host.run_dir / k))} {q(str(v))}" for k, v in RUN_PRIVATE_DIRS.items()]
         script = "\n".join([
             "set -e",
-            f"hostname {host.name}",
-            f"umount -l {layout.ns_dir}",
+            f"hostname {q(host.name)}",
+            f"umount -l {q(str(layout.ns_dir))}",
             # /sys must show this network namespace's devices (libvirt reads bridges there).
             "umount -l /sys 2>/dev/null || true",
             "mount -t sysfs sysfs /sys",
             *binds,
-            f"mount --bind {hosts_file} /etc/hosts",
+            f"mount --bind {q(str(hosts_file))} /etc/hosts",
         ])
         run(["nsenter", f"--net={host.netns_path}", "--", "unshare", f"--mount={host.mnt_ns}",
              f"--uts={host.uts_ns}", "--propagation", "slave", "sh", "-c", script])

@@ -20,6 +20,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
+from xml.sax.saxutils import escape
 
 from ..errors import PrecheckFailed
 from ..units import format_size
@@ -164,7 +165,7 @@ class SharedStorageProbe:
         if not create:
             return None, False
         name = f"labmig-probe-{uuid.uuid4().hex[:8]}"
-        xml = f"<pool type='dir'><name>{name}</name><target><path>{directory}</path></target></pool>"
+        xml = f"<pool type='dir'><name>{name}</name><target><path>{escape(directory)}</path></target></pool>"
         try:
             return host.call("opening a storage pool", conn.storagePoolCreateXML, xml, 0), True
         except libvirt.libvirtError as exc:

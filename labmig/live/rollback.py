@@ -36,6 +36,7 @@ import os
 import time
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import escape
 
 from ..errors import LabmigError
 from .prechecks import GuestInfo, SharedStorageProbe
@@ -72,7 +73,7 @@ def precreate_disks(destination: Any, guest: GuestInfo) -> list[CreatedVolume]:
                               "create it there first; block migration writes the disk at the same path")
         try:
             fmt = disk.fmt if disk.fmt in ("qcow2", "raw") else "raw"
-            xml = (f"<volume><name>{name}</name><capacity>{disk.capacity}</capacity>"
+            xml = (f"<volume><name>{escape(name)}</name><capacity>{disk.capacity}</capacity>"
                    f"<target><format type='{fmt}'/></target></volume>")
             destination.call("creating the disk for block migration", pool.createXML, xml, 0)
             created.append(CreatedVolume(directory, name))

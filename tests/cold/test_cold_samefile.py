@@ -118,3 +118,15 @@ def test_the_recovery_deletes_nothing_when_one_copy_is_missing(hosts, tmp_path):
     (dst / "e.img").write_bytes(b"second disk")
     execute_recovery(R.RecoveryPlan("destination", [R.DELETE_SOURCE_DISKS]), state, side(src), side(dst))
     assert os.listdir(src) == []
+
+
+def test_two_disks_that_would_land_on_one_destination_file_are_refused():
+    """`/a/vm.img` and `/b/vm.img` (two source image directories) both map to the destination's
+    first image directory + `vm.img`: the second copy overwrote the first. Refused now, naming both."""
+    from labmig.cold.migration import DiskMove, _refuse_one_destination_for_two_disks
+
+    ok = [DiskMove("vda", "/a/vm.img", "/dst/vm.img", "local"), DiskMove("vdb", "/a/data.img", "/dst/data.img", "local")]
+    _refuse_one_destination_for_two_disks(ok, "lab2")
+    clash = [DiskMove("vda", "/a/vm.img", "/dst/vm.img", "local"), DiskMove("vdb", "/b/vm.img", "/dst/vm.img", "local")]
+    with pytest.raises(PrecheckFailed, match=r"vda \(/a/vm.img\) and vdb \(/b/vm.img\) would both be copied to /dst/vm.img"):
+        _refuse_one_destination_for_two_disks(clash, "lab2")

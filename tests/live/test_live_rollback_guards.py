@@ -134,3 +134,28 @@ def test_a_dead_destination_daemon_is_said_at_once_not_after_the_wait():
     assert notes and notes[0][0] == "rollback"
     assert "dst's libvirt daemon does not answer (cannot reach host dst: Connection refused)" in notes[0][1]
     assert src.calls == [] and "vm1" in verdict.message
+
+
+def test_block_migration_volumes_and_probe_pools_are_well_formed_xml_for_any_file_name(monkeypatch):
+    """A disk named `disk&co.img` (legal in a file name) broke the volume XML built with an
+    f-string; libvirt refused it with a parse error. The names are now XML-escaped."""
+    import xml.etree.ElementTree as ET
+
+    from labmig.live import rollback as rb
+    from labmig.live.prechecks import Disk, GuestInfo
+
+    made = []
+
+    class Pool:
+        def createXML(self, xml, flags):
+            made.append(xml)
+
+        def destroy(self):
+            pass
+
+    monkeypatch.setattr(rb.SharedStorageProbe, "pool_for", staticmethod(lambda host, d: (Pool(), False)))
+    guest = GuestInfo(xml="", memory=0, disks=[Disk("vda", "/img/a&b <c>/disk&co.img", "raw", capacity=1)],
+                      networks=[], cpu_xml=None, emulator=None, arch=None, machine=None, virt_type="kvm")
+    created = rb.precreate_disks(Host("dst", Dom(RUNNING)), guest)
+    assert [ET.fromstring(x).findtext("name") for x in made] == ["disk&co.img"]
+    assert created[0].name == "disk&co.img"
