@@ -167,8 +167,18 @@ def _repair_tail(fd: int, path: Path) -> None:
         log.warning("journal %s: cutting off a torn last record before writing", path)
     os.ftruncate(fd, end)
     if newline:
-        os.write(fd, newline)
+        _write_all(fd, newline)
     os.fsync(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a full disk, a signal): go on until all is written, or raise."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"journal write made no progress ({len(view)} bytes left)")
+        view = view[written:]
 
 
 def _first_vm(path: Path) -> str | None:
@@ -266,7 +276,7 @@ class Journal:
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             _repair_tail(fd, self.path)
-            os.write(fd, line.encode())
+            _write_all(fd, line.encode())
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -103,3 +103,23 @@ def test_lab_scope_keeps_journals_apart(tmp_path, monkeypatch):
     a = journal_dir()
     monkeypatch.setenv("LABMIG_LAB", "live")
     assert journal_dir() != a and a.parent == journal_dir().parent
+
+
+def test_a_short_write_is_finished_not_left_torn(tmp_path, monkeypatch):
+    """os.write may write part of a record; before, the rest was dropped and the next record
+    glued onto the half line. Now the write goes on until the whole record is on disk."""
+    import os as _os
+
+    real_write = _os.write
+
+    def short_write(fd, data):
+        return real_write(fd, bytes(data[:7]))         # at most 7 bytes per call
+
+    j = Journal("vm1", tmp_path)
+    j.begin({"vm": "vm1"})
+    monkeypatch.setattr("labmig.cold.journal.os.write", short_write)
+    j.append(Step.SHUTDOWN_REQUESTED, note="x" * 50)
+    j.append(Step.SOURCE_STOPPED)
+    monkeypatch.undo()
+    assert j.state().steps == [Step.BEGIN, Step.SHUTDOWN_REQUESTED, Step.SOURCE_STOPPED]
+    assert j.records()[1]["data"]["note"] == "x" * 50
