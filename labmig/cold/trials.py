@@ -6,11 +6,13 @@
     crash_trial(lab, guest, step)  run `labmig migrate cold` in a child killed (SIGKILL) right
                                    after ``step``, then `labmig recover`; check the VM runs on
                                    exactly one host and the source disk is intact
-    TrialResult                    what one trial saw, in words and numbers
+    TrialResult                    what one trial saw, in words and numbers, and its case
+                                   ("step-kill" here; labmig.cold.faultcases names the others)
 
 Used by the lab tests (a few trials per step) and by ``bench.bench_cold_crash``
-(more). The source disk check: when the VM ends on the destination (awaiting
-confirm) the source image must be bit-identical; when it was rolled back, the
+(more, beside the campaign's other cases: labmig.cold.faultcases, on the harness
+of labmig.cold.campaign). The source disk check: when the VM ends on the destination
+(awaiting confirm) the source image must be bit-identical; when it was rolled back, the
 guest boots from it again, which bumps its boot counter (first sector) — every
 other byte must be identical and the counter exactly one higher.
 """
@@ -91,6 +93,7 @@ class TrialResult:
     seconds: float = 0.0
     detail: str = ""
     checks: dict[str, Any] = field(default_factory=dict)
+    case: str = "step-kill"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
