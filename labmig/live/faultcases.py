@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import LabmigError
 from ..model import Event, MigrationResult, TimelinePoint
 from .faultcheck import Trial, check_end, disk_sha256, host_state, observe
 from .migration import LiveMigration
@@ -43,6 +44,7 @@ from .probe import LabClientProbe
 
 log = logging.getLogger(__name__)
 MiB = 2**20
+POSTCOPY_BANDWIDTH_MIB = 2
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class FaultCase:
     ends: str = "source"                                           # "source" (rolled back) or "either"
     detect_within: float | None = None                             # seconds the run may take to notice it
     heal_after: float = 0.0                                        # seconds from the trigger to the heal
+    settle: float = 60.0                                           # seconds the end state may take after the run
 
 
 def other(host: str) -> str:
@@ -94,6 +97,17 @@ def _restore_link(lab: Any, src: str, dst: str) -> None:
 
 
 def _postcopy_then_cut(lab: Any, guest: Any, src: str, dst: str, mig: LiveMigration) -> None:
+    import libvirt
+
+    time.sleep(1.5)
+    # QEMU's post-copy phase ignores max-bandwidth (max-postcopy-bandwidth, unlimited by default) and
+    # would finish this small guest in under a second; at 2 MiB/s it still runs when the link goes.
+    conn = lab.host(src).connect()
+    try:
+        conn.lookupByName(guest.name).migrateSetMaxSpeed(POSTCOPY_BANDWIDTH_MIB,
+                                                         libvirt.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY)
+    finally:
+        conn.close()
     mig.start_postcopy("fault case: switch to post-copy, then cut the link")
     if not any(e.kind == "postcopy" for e in mig.events):
         raise RuntimeError("libvirt refused the switch to post-copy")
@@ -103,11 +117,18 @@ def _postcopy_then_cut(lab: Any, guest: Any, src: str, dst: str, mig: LiveMigrat
             raise RuntimeError(f"the destination did not run the guest 20 s after the switch: {state.words()}")
         time.sleep(0.1)
     time.sleep(1.0)
+    if host_state(lab, src, guest.name).reason != "postcopy":
+        raise RuntimeError(f"post-copy ended before the cut: {observe(lab, guest.name).words()}")
     _cut_link(lab, guest, src, dst, mig)
 
 
 def _throttled(point: TimelinePoint) -> bool:
     return point.throttle_pct > 0
+
+
+def _memory_moving(point: TimelinePoint) -> bool:
+    # QEMU refuses post-copy before its RAM migration starts (a block migration mirrors the disks first).
+    return point.phase == "precopy" and point.iteration >= 1 and point.pages_sent > 0
 
 
 def _abort_cli(lab: Any, guest: Any, src: str, dst: str, mig: LiveMigration) -> None:
@@ -129,10 +150,12 @@ FAULT_CASES: dict[str, FaultCase] = {c.name: c for c in (
               options={"auto_converge": True}, due=_throttled),
     FaultCase("cut-link-postcopy", "switch to post-copy, then take the link down (restored once labmig "
               "gives up on the stalled job); nothing can roll it back", _postcopy_then_cut, _restore_link,
-              ("abort", "failed", "rollback"), options={"postcopy": "on-timeout"}, ends="either"),
+              ("abort", "failed", "rollback"), options={"postcopy": "on-timeout"}, due=_memory_moving, ends="either",
+              settle=150.0),
     FaultCase("cut-link-postcopy-long", "switch to post-copy, then take the link down; restored 45 s after "
               "labmig gives up (past libvirt's keepalive, 5 x 5 s)", _postcopy_then_cut, _restore_link,
-              ("abort", "failed", "rollback"), options={"postcopy": "on-timeout"}, ends="either", heal_after=45.0),
+              ("abort", "failed", "rollback"), options={"postcopy": "on-timeout"}, due=_memory_moving, ends="either",
+              heal_after=45.0, settle=150.0),
     FaultCase("abort", "`labmig abort VM` from another process mid-copy", _abort_cli),
 )}
 
@@ -185,6 +208,8 @@ def run_case(lab: Any, guest: Any, case: FaultCase | str, max_bandwidth: float =
             out.message = f"injection failed: {exc}"
             log.warning("injection of %s failed: %s", case.name, exc)
 
+    injector = threading.Thread(target=inject_now, daemon=True)
+
     def heal_now() -> None:
         try:
             time.sleep(case.heal_after)
@@ -205,7 +230,7 @@ def run_case(lab: Any, guest: Any, case: FaultCase | str, max_bandwidth: float =
         ready = case.due(point) if case.due is not None else point.bytes_sent_total >= inject_after
         if not injected.is_set() and ready:
             injected.set()
-            threading.Thread(target=inject_now, daemon=True).start()
+            injector.start()
 
     def on_event(event: Event) -> None:
         out.events.append(f"{event.t:.1f}s {event.kind}: {event.message}")
@@ -222,8 +247,10 @@ def run_case(lab: Any, guest: Any, case: FaultCase | str, max_bandwidth: float =
         mig_ref.append(mig)
         result = mig.run()
     out.seconds = time.monotonic() - t0
-    start_heal()
-    heal_done.wait(60 + case.heal_after)
+    if injected.is_set():
+        injector.join(60)
+        start_heal()
+        heal_done.wait(60 + case.heal_after)
     out.outcome = str(result.outcome)
     out.message = out.message or result.message
     out.carried_out = out.injected
@@ -237,18 +264,18 @@ def run_case(lab: Any, guest: Any, case: FaultCase | str, max_bandwidth: float =
     if case.detect_within is not None:
         out.check(out.detected_after is not None and out.detected_after < case.detect_within,
                   f"the fault was noticed after {_secs(out.detected_after)} (limit {case.detect_within:.0f} s)")
-    end = check_end(out, lab, guest, src if case.ends == "source" else None, disk_before, settle_timeout,
-                    since=injected_at[0] if injected_at else t0)
+    end = check_end(out, lab, guest, src if case.ends == "source" else None, disk_before,
+                    max(settle_timeout, case.settle), since=injected_at[0] if injected_at else t0)
     out.details["after_fault"] = out.end
     out.ended_on = end.single
     out.on_source = end.single == src
     out.destination_clean = _dest_clean(lab, guest, dst)
-    out.memory_errors = int(out.details.get("memory", {}).get("console_errors", 0))
+    out.memory_errors = _memory_errors(out)
     if out.ended_on is not None:
         t1 = time.monotonic()
         out.retry_ok = retry_and_check(out, lab, guest, disk_before, settle_timeout)
         out.retry_seconds = time.monotonic() - t1
-        out.memory_errors = max(out.memory_errors, int(out.details.get("memory", {}).get("console_errors", 0)))
+        out.memory_errors = max(out.memory_errors, _memory_errors(out))
     return out
 
 
@@ -262,7 +289,11 @@ def retry_and_check(trial: Trial, lab: Any, guest: Any, disk_sha: str | None, se
         trial.problems.append("no retry: the VM does not run on exactly one host")
         return False
     target = other(here)
-    result = migrate(guest, here, target)
+    try:
+        result = migrate(guest, here, target)
+    except LabmigError as exc:
+        trial.problems.append(f"the retry without the fault was refused: {exc.message}")
+        return False
     ok = trial.check(result.completed and guest.where() == {target: "running"},
                      f"the retry without the fault failed: {result.message}")
     before, kept = len(trial.problems), trial.end
@@ -270,6 +301,11 @@ def retry_and_check(trial: Trial, lab: Any, guest: Any, disk_sha: str | None, se
     trial.problems[before:] = [f"after the retry: {p}" for p in trial.problems[before:]]
     trial.details["after_retry"], trial.end = trial.end, kept
     return ok
+
+
+def _memory_errors(trial: Trial) -> int:
+    memory = trial.details.get("memory", {})
+    return max(int(memory.get("console_errors", 0)), int(memory.get("stat_errors") or 0))
 
 
 def _secs(value: float | None) -> str:
