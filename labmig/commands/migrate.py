@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import signal
 import sys
 from typing import Any, Iterator
@@ -234,8 +235,12 @@ def cmd_migrate_live(args: argparse.Namespace) -> int:
     from ..hosts import resolve_host
     from ..live.progress import LiveProgress
     from ..placement import say_where
+    from ..vmlock import VMBusy, holder
 
     options = options_from_args(args)
+    busy = holder(args.vm)
+    if busy is not None and busy.pid != os.getpid():   # before the hosts: mid-migration the VM is on both
+        raise VMBusy(args.vm, busy)
     destination = resolve_host(args.to)
     if args.source:
         source = resolve_host(args.source)
@@ -300,13 +305,59 @@ def cmd_abort(args: argparse.Namespace) -> int:
                                f"killed (kill {busy.pid}), it is rolled back by `labmig recover`")
         raise InvalidInput(f"{args.vm} is not migrating on any host", "`labmig status` shows running jobs")
     host, dom = found
+    orphan = holder(args.vm) is None
     try:
         host.call("aborting the job", dom.abortJob)
     except Exception as exc:
         raise LabmigError(f"could not abort the migration of {args.vm} on {host.name}: {exc}",
                           "it may have just finished; check with labmig status") from exc
     print(f"aborted the migration of {args.vm} on {host.name}; it stays there")
+    if orphan:
+        _clean_after_orphan(args.vm, host, dom)
     return 0
+
+
+def _clean_after_orphan(vm: str, source: Any, dom: Any) -> None:
+    """The labmig that started the job is gone: remove the disks it had made on the destination.
+
+    Its rollback would have; it recorded them beside the VM's lock (live.rollback.record_created).
+    Only once the job has ended with the VM running on the source, and the destination holds
+    no domain of that name: then those files are half-copied images and nothing else.
+    """
+    import time
+
+    import libvirt
+
+    from ..hosts import resolve_host
+    from ..live.rollback import forget_created, read_created, remove_volumes
+    from ..vmlock import vm_lock
+
+    with vm_lock(vm, command=f"labmig abort {vm}"):
+        record = read_created(vm)
+        if record is None:
+            return
+        deadline = time.monotonic() + 30
+        while source.call("reading the job", dom.jobInfo)[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+            if time.monotonic() > deadline:
+                print(f"the job on {source.name} had not ended 30 s after the abort: disks made for it are left; "
+                      "run `labmig abort` again", file=sys.stderr)
+                return
+            time.sleep(0.5)
+        uri, volumes = record
+        destination = resolve_host(uri)
+        if source.call("reading the VM state", dom.state)[0] != libvirt.VIR_DOMAIN_RUNNING or \
+                destination.domain(vm) is not None:
+            print(f"{vm} is not running on {source.name} alone: the disks made on {destination.name} are left "
+                  "as they are (`labmig status`)", file=sys.stderr)
+            return
+        left = remove_volumes(destination, volumes)
+        forget_created(vm)
+        removed = [p for p in (os.path.join(v.directory, v.name) for v in volumes) if p not in left]
+        if removed:
+            print(f"removed the half-copied disks its labmig (killed) had made on {destination.name}: "
+                  f"{', '.join(removed)}")
+        if left:
+            print(f"could not remove on {destination.name}: {', '.join(left)}", file=sys.stderr)
 
 
 def host_status(host: Any) -> dict[str, Any]:

@@ -5,10 +5,15 @@
     policies     POLICIES registry: "nova" (downtime steps, completion timeout), "wait",
                  "postcopy-on-stall"; ConvergenceTracker; JobSample
     migration    LiveMigration context manager: run() → MigrationResult with a timeline
-    rollback     Rollback (VM back on the source, destination clean), precreate_disks
+    rollback     Rollback (VM back on the source, destination clean), precreate_disks,
+                 remove_source_disks, postcopy_settled
+    endings      after the job: the source's disks cleaned after a block migration, an
+                 interrupted post-copy waited for and finished
     progress     LiveProgress: a one-line terminal view of a running migration
     probe        LabClientProbe: the lab client's view (longest gap in answers)
     faultcases   FAULT_CASES and run_case(): the fault matrix on the local lab
+    faultcheck   Trial and the end-of-trial checks (both hosts, the disk, the guest's memory)
+    faultprocs   CLI_CASES (SIGINT, SIGKILL, a second process) and round_trip()
 
     with LiveMigration(LivePlan("vm1", "lab1", "lab2", LiveOptions(max_bandwidth="50MiB/s"))) as mig:
         result = mig.run()

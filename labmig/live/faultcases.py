@@ -149,12 +149,12 @@ FAULT_CASES: dict[str, FaultCase] = {c.name: c for c in (
               "guest's CPU (restored once the run aborts)", _cut_link, _restore_link, ("abort", "rollback"),
               options={"auto_converge": True}, due=_throttled),
     FaultCase("cut-link-postcopy", "switch to post-copy, then take the link down (restored once labmig "
-              "gives up on the stalled job); nothing can roll it back", _postcopy_then_cut, _restore_link,
-              ("abort", "failed", "rollback"), options={"postcopy": "on-timeout"}, due=_memory_moving, ends="either",
+              "says the job stalled); nothing can roll it back: labmig waits for it to finish", _postcopy_then_cut,
+              _restore_link, ("stalled", "failed"), options={"postcopy": "on-timeout"}, due=_memory_moving, ends="either",
               settle=150.0),
     FaultCase("cut-link-postcopy-long", "switch to post-copy, then take the link down; restored 45 s after "
-              "labmig gives up (past libvirt's keepalive, 5 x 5 s)", _postcopy_then_cut, _restore_link,
-              ("abort", "failed", "rollback"), options={"postcopy": "on-timeout"}, due=_memory_moving, ends="either",
+              "labmig says the job stalled (past libvirt's keepalive, 5 x 5 s)", _postcopy_then_cut, _restore_link,
+              ("stalled", "failed"), options={"postcopy": "on-timeout"}, due=_memory_moving, ends="either",
               heal_after=45.0, settle=150.0),
     FaultCase("abort", "`labmig abort VM` from another process mid-copy", _abort_cli),
 )}
@@ -234,7 +234,7 @@ def run_case(lab: Any, guest: Any, case: FaultCase | str, max_bandwidth: float =
 
     def on_event(event: Event) -> None:
         out.events.append(f"{event.t:.1f}s {event.kind}: {event.message}")
-        if injected_at and out.detected_after is None and event.kind in ("abort", "rollback", "failed"):
+        if injected_at and out.detected_after is None and event.kind in ("abort", "rollback", "failed", "stalled"):
             out.detected_after = time.monotonic() - injected_at[0]
         if injected.is_set() and event.kind in case.heal_on:
             start_heal()

@@ -36,10 +36,11 @@ from ..model import Event, MigrationResult, Outcome, TimelinePoint
 from ..units import format_duration, format_rate
 from ..vmlock import vm_lock
 from ..watchdog import HostUnresponsive
+from .endings import clean_source_disks, end_interrupted_postcopy
 from .plan import LivePlan, bandwidth_mib
 from .policies import JobSample, Policy, make_policy
 from .prechecks import PrecheckReport, run_prechecks
-from .rollback import Rollback, precreate_disks, remove_source_disks
+from .rollback import Rollback, forget_created, precreate_disks, record_created
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class LiveMigration:
                  on_point: PointCallback | list[PointCallback] | None = None,
                  on_event: EventCallback | list[EventCallback] | None = None,
                  probe: InterruptionProbe | None = None,
-                 stall_timeout: float = 15.0, rollback_wait: float = 45.0) -> None:
+                 stall_timeout: float = 15.0, rollback_wait: float = 45.0, postcopy_wait: float = 120.0) -> None:
         self.plan = plan
         self.source = source or resolve_host(plan.source)
         self.destination = destination or resolve_host(plan.destination)
@@ -70,6 +71,7 @@ class LiveMigration:
         self.probe = probe
         self.stall_timeout = stall_timeout
         self.rollback_wait = rollback_wait
+        self.postcopy_wait = postcopy_wait
         self.report: PrecheckReport | None = None
         self.policy: Policy | None = None
         self.result: MigrationResult | None = None
@@ -239,6 +241,7 @@ class LiveMigration:
         try:
             if block:
                 self._created_volumes = precreate_disks(self.destination, report.guest)
+                record_created(plan.vm, self.destination, self._created_volumes)
             worker = threading.Thread(target=self._migrate, name="migrate", daemon=True,
                                       args=(flags, params, worker_error))
             self._running = True
@@ -257,6 +260,7 @@ class LiveMigration:
             self._running = False
             client_gap = self.probe.stop() if self.probe is not None else None
         result = self._finish(worker_error, outcome_error, client_gap, block)
+        forget_created(plan.vm)     # the disks are the VM's now, or the rollback removed them
         self.result = result
         if isinstance(outcome_error, KeyboardInterrupt):
             raise outcome_error
@@ -292,6 +296,7 @@ class LiveMigration:
         last_progress, last_bytes = time.monotonic(), -1
         prev: JobSample | None = None
         abort_sent_at: float | None = None
+        stalled_since: float | None = None      # post-copy only: it is waited for, not aborted
         while worker.is_alive():
             worker.join(opts.poll_interval)
             if not worker.is_alive():
@@ -315,11 +320,23 @@ class LiveMigration:
             self._emit(point)
             moved = sample.memory_processed + sample.disk_processed
             if moved != last_bytes:
-                last_bytes, last_progress = moved, time.monotonic()
+                if stalled_since is not None:
+                    self.note("resumed", "data moves again")
+                last_bytes, last_progress, stalled_since = moved, time.monotonic(), None
             elif time.monotonic() - last_progress > self.stall_timeout and self._abort_reason is None \
                     and not self._paused_by_us:
-                self.abort(f"no data moved for {format_duration(self.stall_timeout)}: "
-                           "the migration link looks cut or the destination stuck", by_user=False)
+                if not self._postcopy:
+                    self.abort(f"no data moved for {format_duration(self.stall_timeout)}: "
+                               "the migration link looks cut or the destination stuck", by_user=False)
+                elif stalled_since is None:
+                    stalled_since = time.monotonic()
+                    self.note("stalled", f"no data moved for {format_duration(self.stall_timeout)} in post-copy: "
+                              f"the guest runs on {self.destination.name} and waits for its pages; nothing can "
+                              f"roll it back, so labmig waits for the link (up to {self.postcopy_wait:.0f} s)")
+                elif time.monotonic() - stalled_since > self.postcopy_wait:
+                    self.note("watchdog", f"post-copy made no progress for {self.postcopy_wait:.0f} s more; "
+                              "giving up waiting")
+                    break
             if self._abort_reason is None:
                 self.policy.step(self, sample)
             if self._abort_reason is not None:
@@ -459,14 +476,11 @@ class LiveMigration:
             self.note("done" if verdict.ok else "failed", verdict.message)
             result.message = self._summary(result, verdict.message)
             if verdict.ok and block:
-                self._clean_source_disks(result)
+                clean_source_disks(self, result)
         else:
             reason = self._abort_reason or _describe(error)
             if self._postcopy:
-                result.outcome = Outcome.FAILED
-                result.message = (f"post-copy failed after the switch ({reason}): the guest's memory is split "
-                                  "between the hosts and cannot be rolled back")
-                result.extra["rolled_back"] = False
+                end_interrupted_postcopy(self, result, reason)
             else:
                 self.note("rollback", f"migration stopped: {reason}; rolling back")
                 verdict = Rollback(self).run()
@@ -490,22 +504,6 @@ class LiveMigration:
         result.timeline = list(self.timeline)
         result.events = list(self.events)
         return result
-
-    def _clean_source_disks(self, result: MigrationResult) -> None:
-        """The source's copies of block-migrated disks go, unless its definition stays (--keep-source)."""
-        assert self.report is not None and self.report.guest is not None
-        if not self.plan.options.undefine_source:
-            result.extra["source_disks_kept"] = [d.path for d in self.report.guest.disks if not d.shared]
-            self.note("source disks", f"the source's disk files stay on {self.source.name} with its definition "
-                      "(--keep-source); remove them before migrating the VM back there")
-            return
-        removed, kept = remove_source_disks(self.source, self.report.guest, self.report.local_dirs_proven)
-        result.extra["source_disks_removed"], result.extra["source_disks_kept"] = removed, kept
-        if removed:
-            self.note("source disks", f"removed the source's copies on {self.source.name}: {', '.join(removed)}")
-        if kept:
-            self.note("source disks", f"kept on {self.source.name} (not proven local, or could not be removed): "
-                      f"{', '.join(kept)}")
 
     def _resume_on_destination(self) -> None:
         """Force-complete paused the guest; it arrives paused, so let it run again (Nova's unpause)."""

@@ -5,10 +5,14 @@
                      source if it was left paused, wait for the destination's daemon if it
                      died, remove whatever is left of the VM there (running or defined)
                      and the disks created for it, then check both hosts
+    postcopy_settled     an interrupted post-copy finishing on its own, waited for
+    drop_source_definition  the shut-off source copy a failed job left, undefined
     remove_source_disks  Nova's post-migration clean-up: the source's copies of block-migrated
                      disks go (only where the probe proved the storage local)
     precreate_disks  Nova's pre_live_migration for block migration: empty images of the
                      same size and format on the destination, for QEMU's mirror to fill
+    record_created, read_created, forget_created   those images noted beside the VM's lock
+                     while the run lasts, for ``labmig abort`` of a run whose labmig was killed
 
 Rollback only ever touches the destination's copy and the source's run state;
 the source's disks are never written.
@@ -31,10 +35,13 @@ ended on the destination. Constants a libvirt module may lack are read with geta
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -308,3 +315,88 @@ def _words(state: int | None, reason: int | None) -> str:
             words += next((" " + w for n, w in table.items() if reason is not None
                            and getattr(libvirt, n, None) == reason), "")
     return words
+
+
+def postcopy_settled(mig: Any, wait: float) -> bool:
+    """Wait up to ``wait`` s for an interrupted post-copy to finish on its own; True once it has.
+
+    Nothing can roll post-copy back: the destination runs the guest and holds its newest
+    pages. A cut short enough for TCP to ride out (or for libvirt's keepalive to give up
+    on the job while QEMU's stream lives on) ends with QEMU completing the post-copy
+    once the link is back: the destination running with a reason other than post-copy
+    (libvirt's VIR_DOMAIN_RUNNING_MIGRATED), the source shut off or gone.
+    """
+    import libvirt
+
+    postcopy = {getattr(libvirt, n) for n in ("VIR_DOMAIN_RUNNING_POSTCOPY", "VIR_DOMAIN_RUNNING_POSTCOPY_FAILED")
+                if hasattr(libvirt, n)}
+    checker = Rollback(mig)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            _, dst_state, dst_reason = checker._state_reason(mig.destination)
+            src_dom, src_state, _ = checker._state_reason(mig.source)
+            if dst_state == libvirt.VIR_DOMAIN_RUNNING and dst_reason not in postcopy and \
+                    (src_dom is None or src_state == libvirt.VIR_DOMAIN_SHUTOFF):
+                return True
+        except (LabmigError, libvirt.libvirtError):
+            log.debug("post-copy settle: a host did not answer", exc_info=True)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1.0)
+
+
+def drop_source_definition(mig: Any) -> str | None:
+    """After a move that libvirt's job did not finish itself: undefine the shut-off source copy.
+
+    A post-copy whose job failed (libvirt's keepalive) but whose QEMU completed leaves the
+    source defined and shut off: VIR_MIGRATE_UNDEFINE_SOURCE acts only when the job succeeds.
+    Returns what was done, in words, or None.
+    """
+    import libvirt
+
+    if not mig.plan.options.undefine_source:
+        return None
+    dom = mig.source.domain(mig.plan.vm)
+    if dom is None or mig.source.call("reading the VM state", dom.state)[0] != libvirt.VIR_DOMAIN_SHUTOFF:
+        return None
+    mig.source.call("removing the source's definition", dom.undefine)
+    return f"removed the shut-off definition on {mig.source.name}"
+
+
+def _created_record(vm: str) -> Path:
+    from ..vmlock import lock_path
+
+    return lock_path(vm).with_suffix(".created.json")
+
+
+def record_created(vm: str, destination: Any, volumes: list[CreatedVolume]) -> None:
+    """Note, beside the VM's lock, the disks made for a block migration while it runs.
+
+    If labmig is killed, libvirt's job goes on and ``labmig abort`` ends it; this record
+    tells abort which files on the destination are the half-copied disks to remove.
+    """
+    path = _created_record(vm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"destination": destination.name, "uri": destination.uri,
+              "volumes": [[v.directory, v.name] for v in volumes]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+def forget_created(vm: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        _created_record(vm).unlink()
+
+
+def read_created(vm: str) -> tuple[str, list[CreatedVolume]] | None:
+    """(destination URI, volumes) a killed block migration of ``vm`` left, or None."""
+    try:
+        record = json.loads(_created_record(vm).read_text())
+        return str(record["uri"]), [CreatedVolume(str(d), str(n)) for d, n in record["volumes"]]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("unreadable record of created disks for %s: %s", vm, exc)
+        return None

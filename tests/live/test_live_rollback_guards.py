@@ -159,3 +159,18 @@ def test_block_migration_volumes_and_probe_pools_are_well_formed_xml_for_any_fil
     created = rb.precreate_disks(Host("dst", Dom(RUNNING)), guest)
     assert [ET.fromstring(x).findtext("name") for x in made] == ["disk&co.img"]
     assert created[0].name == "disk&co.img"
+
+
+def test_disks_made_for_a_block_migration_are_recorded_for_abort_while_the_run_lasts(tmp_path, monkeypatch):
+    """A killed labmig left libvirt's job running; `labmig abort` ended it but the half-copied
+    disk stayed on the destination and the next migration there failed ("exists already").
+    The disks are now recorded beside the VM's lock for abort to find, and forgotten after."""
+    from labmig.live.rollback import CreatedVolume, forget_created, read_created, record_created
+
+    monkeypatch.setenv("LABMIG_LOCK_DIR", str(tmp_path))
+    assert read_created("vm 1") is None
+    record_created("vm 1", Host("dst", Dom(RUNNING)), [CreatedVolume("/img", "vm&1.img")])
+    assert read_created("vm 1") == ("qemu+ssh://dst/system", [CreatedVolume("/img", "vm&1.img")])
+    forget_created("vm 1")
+    assert read_created("vm 1") is None
+    forget_created("vm 1")                         # twice is fine
