@@ -133,16 +133,22 @@ def _start(trial: Trial, lab: Any, guest: Any, dst: str, inject_after: int) -> C
     return None
 
 
+def _begin(name: str, lab: Any, guest: Any, trial_no: int,
+           inject_after: int) -> tuple[Trial, str, str, str | None, Cli | None]:
+    """A trial of ``name``: the guest's disk hash, then `migrate live` to the other host, once it has sent some."""
+    trial = Trial(name, trial_no)
+    src = guest.running_on()
+    dst = other(src)
+    sha = disk_sha256(guest, src)
+    return trial, src, dst, sha, _start(trial, lab, guest, dst, inject_after)
+
+
 def _where_line(err: str) -> str:
     return next((line.strip() for line in err.splitlines() if "where it is now:" in line), "")
 
 
 def sigint_trial(lab: Any, guest: Any, trial_no: int = 0, inject_after: int = 16 * MiB) -> Trial:
-    trial = Trial("sigint", trial_no)
-    src = guest.running_on()
-    dst = other(src)
-    sha = disk_sha256(guest, src)
-    cli = _start(trial, lab, guest, dst, inject_after)
+    trial, src, _, sha, cli = _begin("sigint", lab, guest, trial_no, inject_after)
     if cli is None:
         return trial
     cli.proc.send_signal(signal.SIGINT)
@@ -173,11 +179,7 @@ def _attention(lab: Any, vm: str) -> tuple[dict[str, Any] | None, str]:
 
 
 def sigkill_trial(lab: Any, guest: Any, trial_no: int = 0, inject_after: int = 16 * MiB) -> Trial:
-    trial = Trial("sigkill", trial_no)
-    src = guest.running_on()
-    dst = other(src)
-    sha = disk_sha256(guest, src)
-    cli = _start(trial, lab, guest, dst, inject_after)
+    trial, src, _, sha, cli = _begin("sigkill", lab, guest, trial_no, inject_after)
     if cli is None:
         return trial
     cli.proc.kill()
@@ -209,11 +211,7 @@ def sigkill_trial(lab: Any, guest: Any, trial_no: int = 0, inject_after: int = 1
 def second_process_trial(lab: Any, guest: Any, trial_no: int = 0, inject_after: int = 16 * MiB) -> Trial:
     """The first command is capped below the guest's dirty rate; once the second was refused the
     guest stops dirtying memory (its dirty rate set to 0 over its UDP control) so the first completes."""
-    trial = Trial("second-process", trial_no)
-    src = guest.running_on()
-    dst = other(src)
-    sha = disk_sha256(guest, src)
-    first = _start(trial, lab, guest, dst, inject_after)
+    trial, src, dst, sha, first = _begin("second-process", lab, guest, trial_no, inject_after)
     if first is None:
         return trial
     t0 = time.monotonic()
