@@ -58,7 +58,7 @@ test: setup
 
 # ruff (pyflakes, isort, bugbear) and mypy on labmig/, as configured in pyproject.toml.
 lint: setup
-	$(PY) -m ruff check labmig
+	$(PY) -m ruff check labmig bench
 	$(PY) -m mypy
 
 # What `labmig copy` and the disk helper import at start-up, slowest first (a report;

@@ -52,6 +52,7 @@ def bring_up(name: str) -> list[tuple[str, float, dict]]:
 
 def migrate(lab, guest, src: str, dst: str, timeout: float) -> dict:
     import libvirt
+
     from labmig.lab import SHARED_DISK_MIGRATE_FLAGS
 
     c1, c2 = lab.host(src).connect(), lab.host(dst).connect()

@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     for wss, rate in ((64 * GiB, 1 * GiB), (8 * GiB, 2 * GiB), (2 * GiB, 1 * GiB)):
         plan = Plan(vm=VM(memory=64 * GiB), workload=Workload(kind="uniform", dirty_rate=rate, wss=wss),
                     link=Link(link_rate=25e9 / 8), seed=1)
-        t_sim, result = best_of(args.repeat, lambda: simulate(plan))
-        t_peer, peer_passes = best_of(1, lambda: numpy_peer(plan))
+        t_sim, result = best_of(args.repeat, lambda plan=plan: simulate(plan))
+        t_peer, peer_passes = best_of(1, lambda plan=plan: numpy_peer(plan))
         assert result.completed, result.message
         agree = "" if abs(peer_passes - result.iterations) <= 1 else f" (peer: {peer_passes} passes)"
         print(f"{wss / GiB:>9.0f} GiB {rate / GiB:>7.1f} GiB/s {result.iterations:>6} {t_sim:>8.3f} "
