@@ -56,7 +56,7 @@ test: setup
 	done; \
 	exit $$rc
 
-# ruff (pyflakes, isort, bugbear) and mypy on labmig/, as configured in pyproject.toml.
+# ruff (pyflakes, isort, bugbear) on labmig/ and bench/, mypy on labmig/, as configured in pyproject.toml.
 lint: setup
 	$(PY) -m ruff check labmig bench
 	$(PY) -m mypy
