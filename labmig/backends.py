@@ -388,10 +388,10 @@ def _observe_placement(result: MigrationResult, source: Any, destination: Any) -
     from .placement import observe
 
     placement = observe(result.vm, [source, destination])
-    result.extra["placement"] = placement.to_dict()
-    if placement.problem():
-        log.warning("after the run: %s: %s", placement.problem(), placement.words())
-        result.message = f"{result.message}; CHECK THE HOSTS: {placement.words()}".lstrip("; ")
+    result.extra["placement"] = found = placement.to_dict()
+    if found["problem"]:
+        log.warning("after the run: %s: %s", found["problem"], found["words"])
+        result.message = f"{result.message}; CHECK THE HOSTS: {found['words']}".lstrip("; ")
 
 
 def _cold_failure(spec: MigrationSpec, mig: Any, exc: MigrationFailed) -> MigrationResult:

@@ -263,15 +263,14 @@ def cmd_migrate_live(args: argparse.Namespace) -> int:
     try:
         with stop_signals_roll_back():
             result = backend.run(spec, on_point=progress.on_point, on_event=progress.on_event)
-    except Terminated as exc:
-        progress.close()
-        print(f"labmig migrate: stopped by {exc}: the migration was aborted", file=sys.stderr)
+    except KeyboardInterrupt as exc:     # Ctrl-C, or Terminated (SIGTERM/SIGHUP), which is one
+        progress.close()     # end the progress line before the last words
+        if isinstance(exc, Terminated):
+            print(f"labmig migrate: stopped by {exc}: the migration was aborted", file=sys.stderr)
         say_where(args.vm, [source, destination], sys.stderr)
+        if not isinstance(exc, Terminated):
+            raise
         return 128 + exc.signum
-    except KeyboardInterrupt:
-        progress.close()
-        say_where(args.vm, [source, destination], sys.stderr)
-        raise
     finally:
         progress.close()
     if args.timeline_csv:
@@ -406,6 +405,8 @@ def needs_attention(entries: list[dict[str, Any]], journals: list[Any] | None = 
     - an unfinished cold migration journal with no process holding the VM (interrupted);
     - a VM active on two hosts with no job on either (a split the tools could not close).
     """
+    from ..vmlock import holder
+
     out: list[dict[str, str]] = []
     active: dict[str, list[str]] = {}
     jobs: set[str] = set()
@@ -426,8 +427,6 @@ def needs_attention(entries: list[dict[str, Any]], journals: list[Any] | None = 
                         "do": "keep the copy that has the newest state (the running one, not a paused one) "
                               "and destroy the other with virsh; `labmig recover` first if it was a cold migration"})
     for journal in journals or []:
-        from ..vmlock import holder
-
         try:
             state = journal.state()
         except LabmigError as exc:

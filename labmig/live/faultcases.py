@@ -5,8 +5,8 @@
                    heal, where the VM must end (``ends``), how soon the fault must be noticed
     FAULT_CASES    registry: kill-dst-libvirtd, kill-dst-qemu, cut-link (pre-copy),
                    cut-link-autoconverge (once the throttle is on), cut-link-postcopy (after
-                   the switch; restored when labmig gives up), cut-link-postcopy-long (the
-                   same, restored 45 s after labmig gives up), abort
+                   the switch; restored once labmig says the job stalled), cut-link-postcopy-long
+                   (the same, restored 45 s after that, past libvirt's keepalive), abort
     CaseOutcome    what one run showed (a :class:`~labmig.live.faultcheck.Trial`): outcome,
                    where the VM ended, destination clean, retry succeeded, the guest's memory
                    errors, seconds, ``detected_after`` (injection to the first abort/rollback)

@@ -125,13 +125,10 @@ def remove_source_disks(source: Any, guest: GuestInfo, local_dirs: set[str]) -> 
     its path. Only disks whose directory the shared-storage probe *proved* local are
     deleted; any other is kept. Returns (removed paths, kept or failed paths).
     """
-    local = [d for d in guest.disks if not d.shared and os.path.dirname(d.path) in local_dirs]
-    kept = [d.path for d in guest.disks if not d.shared and d not in local]
-    volumes = [CreatedVolume(*os.path.split(d.path)) for d in local]
-    failed = remove_volumes(source, volumes)
-    removed = [os.path.join(v.directory, v.name) for v in volumes
-               if os.path.join(v.directory, v.name) not in failed]
-    return removed, kept + failed
+    copied = [d.path for d in guest.disks if not d.shared]
+    local = [p for p in copied if os.path.dirname(p) in local_dirs]
+    failed = remove_volumes(source, [CreatedVolume(*os.path.split(p)) for p in local])
+    return [p for p in local if p not in failed], [p for p in copied if p not in local] + failed
 
 
 class Rollback:

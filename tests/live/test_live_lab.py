@@ -22,6 +22,7 @@ import pytest
 from labmig.errors import PrecheckFailed
 from labmig.live import LiveMigration, LiveOptions, LivePlan
 from labmig.live.faultcases import FAULT_CASES, migrate, run_case
+from labmig.live.faultcheck import disk_sha256
 from labmig.live.probe import LabClientProbe
 from labstate import communicate, describe, remove_guest, run_cli, wait_until
 
@@ -184,13 +185,6 @@ def test_fault_rolls_back_and_retry_succeeds(lab, guest, case):
             assert out.detected_after is not None and out.detected_after < 15, out
 
 
-def _sha256(path) -> str:
-    import hashlib
-
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 @pytest.mark.slow
 def test_shared_storage_and_block_migration_side_by_side_and_back(lab, guest):
     """Block migration moves the disk and, as Nova's post-live-migration clean-up does
@@ -200,7 +194,7 @@ def test_shared_storage_and_block_migration_side_by_side_and_back(lab, guest):
     try:
         results = {}
         start = local.running_on()
-        disk_before = _sha256(local.disk_outside(start))
+        disk_before = disk_sha256(local, start)
         for name, g in (("shared", guest), ("block", local)):
             src = g.running_on()
             results[name] = migrate(g, src, other(src), probe=True)
@@ -209,13 +203,13 @@ def test_shared_storage_and_block_migration_side_by_side_and_back(lab, guest):
         assert shared.extra["block_migration"] is False and block.extra["block_migration"] is True
         assert "disk" not in shared.bytes_by_phase and block.bytes_by_phase["disk"] > 0
         # The copied disk is byte for byte what the source held; the source's copy is gone.
-        assert _sha256(local.disk_outside(other(start))) == disk_before
+        assert disk_sha256(local, other(start)) == disk_before
         assert not local.disk_outside(start).exists()
         assert block.extra["source_disks_removed"] and not block.extra["source_disks_kept"]
         back = migrate(local, other(start), start, probe=True)
         assert_moved(local, back, start)
         assert back.extra["block_migration"] is True
-        assert _sha256(local.disk_outside(start)) == disk_before
+        assert disk_sha256(local, start) == disk_before
         assert not local.disk_outside(other(start)).exists()
         print("\n                 shared storage   block migration")
         for label, fn in (("total time", lambda r: f"{r.total_time:.2f} s"),
